@@ -1,0 +1,176 @@
+//! Command-line flags, each also read from an environment variable, so Kubernetes sets env and
+//! humans set flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::{
+    app::{Application, Settings},
+    ice::TtlPolicy,
+    telemetry,
+};
+
+/// Issues TURN credentials and ICE configurations from the running STUNner config, over gRPC
+/// (iceconfig.v1) and the REST API of stunner-auth-service.
+#[derive(Debug, Parser)]
+#[command(name = "ice-config", version)]
+pub struct Args {
+    /// gRPC listen address (IceConfigService, health, reflection).
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// HTTP listen address (REST API, /healthz, /readyz, /metrics).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8088")]
+    pub http_addr: SocketAddr,
+
+    /// STUNner config file(s), e.g. the mounted `stunnerd-config` ConfigMap; comma-separated
+    /// in the environment variable.
+    #[arg(
+        long = "stunner-config",
+        env = "STUNNER_CONFIG_FILENAME",
+        value_delimiter = ',',
+        default_value = "/etc/stunnerd/stunnerd.conf"
+    )]
+    pub stunner_configs: Vec<PathBuf>,
+
+    /// How often the config files are checked for changes.
+    #[arg(long, env = "CONFIG_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub config_poll_interval: Duration,
+
+    /// Credential lifetime when a request names none.
+    #[arg(long, env = "DEFAULT_TTL", default_value = "1d", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+
+    /// The longest credential lifetime a request may ask for.
+    #[arg(long, env = "MAX_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// How long requests in flight may take to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Args {
+    /// The whole binary: parse flags, set up logging, run until SIGINT/SIGTERM.
+    pub async fn parse_and_run() -> anyhow::Result<()> {
+        let args = Self::parse();
+        telemetry::init();
+        let settings = args.settings()?;
+        let app = Application::build(settings).await?;
+        // One line on stdout, for people and for tests that bind port 0.
+        println!(
+            "ice-config listening grpc={} http={}",
+            app.grpc_addr(),
+            app.http_addr()
+        );
+        app.run_until_stopped(shutdown_signal()).await?;
+        Ok(())
+    }
+
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        anyhow::ensure!(
+            self.default_ttl >= Duration::from_secs(1) && self.default_ttl <= self.max_ttl,
+            "--default-ttl must be at least 1s and at most --max-ttl ({:?})",
+            self.max_ttl
+        );
+        anyhow::ensure!(
+            !self.stunner_configs.is_empty(),
+            "--stunner-config names no file"
+        );
+        Ok(Settings {
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            stunner_configs: self.stunner_configs,
+            poll_interval: self.config_poll_interval,
+            ttl: TtlPolicy {
+                default: self.default_ttl,
+                max: self.max_ttl,
+            },
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `12h`, `1d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s, 5m, 12h or 1d"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    number
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn every_flag_reads_its_env_var() {
+        use clap::CommandFactory;
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
+        }
+    }
+}
