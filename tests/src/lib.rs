@@ -1,1 +1,219 @@
+//! What every test binary of the workspace shares: running the real service binaries on port 0,
+//! running a real TURN server (coturn), and waiting on conditions with timeouts.
+//!
+//! Nothing here sleeps for a fixed time to let something happen: every wait polls a condition
+//! and gives up with a clear message after a deadline.
 
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+pub mod coturn;
+
+pub use coturn::Coturn;
+
+/// How long a process may take to start and announce its ports.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of a binary of this workspace, built into the same target directory as the running
+/// test (`cargo build --workspace --bins`, which `cargo test --workspace` also does).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it yields a value, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let poll = async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(within, poll)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {within:?} waiting for {what}"))
+}
+
+/// A port that was free a moment ago, on 127.0.0.1, for both TCP and UDP. Only for servers that
+/// cannot bind port 0 and report it (coturn); our own services always bind port 0.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+        let port = tcp.local_addr().expect("local address").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A running service binary of this workspace, killed when dropped.
+pub struct Service {
+    child: Child,
+    /// `key=address` pairs from the service's announce line on stdout.
+    addrs: Vec<(String, SocketAddr)>,
+    logs: Logs,
+}
+
+/// Everything a process printed on stderr, kept for failure messages.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|lines| lines.clone()).unwrap_or_default()
+    }
+
+    pub fn contains(&self, needle: &str) -> bool {
+        self.lines().iter().any(|line| line.contains(needle))
+    }
+
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(line);
+        }
+    }
+
+    /// Collects every line of `stream` until it closes.
+    fn collect(
+        &self,
+        stream: impl AsyncRead + Unpin + Send + 'static,
+        echo: Option<mpsc::UnboundedSender<String>>,
+    ) {
+        let logs = self.clone();
+        // The task ends when the process closes the stream, at the latest when it is killed.
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(echo) = &echo {
+                    let _ = echo.send(line.clone());
+                }
+                logs.push(line);
+            }
+        });
+    }
+}
+
+impl Service {
+    /// Starts `binary` with `args` and `env`, and waits for its announce line
+    /// (`<name> listening key=addr key=addr`) on stdout.
+    pub async fn start(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        let mut child = Command::new(binary)
+            .args(args)
+            .envs(env.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let logs = Logs::default();
+        let (stdout_tx, mut stdout_rx) = mpsc::unbounded_channel();
+        logs.collect(child.stdout.take().expect("piped stdout"), Some(stdout_tx));
+        logs.collect(child.stderr.take().expect("piped stderr"), None);
+
+        let announce = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = stdout_rx.recv().await {
+                if line.contains(" listening ") {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some(announce)) = announce else {
+            let status = child.try_wait().ok().flatten();
+            panic!(
+                "{} did not announce its ports (exit status {status:?}); its output:\n{}",
+                binary.display(),
+                logs.lines().join("\n")
+            );
+        };
+        let addrs = announce
+            .split_whitespace()
+            .filter_map(|word| word.split_once('='))
+            .filter_map(|(key, addr)| Some((key.to_owned(), addr.parse().ok()?)))
+            .collect();
+        Service { child, addrs, logs }
+    }
+
+    /// The address announced as `key` (e.g. `grpc`, `http`), reachable on loopback.
+    pub fn addr(&self, key: &str) -> SocketAddr {
+        let (_, addr) = self
+            .addrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no {key} address announced: {:?}", self.addrs));
+        let mut addr = *addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        addr
+    }
+
+    pub fn url(&self, key: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(key))
+    }
+
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
+    /// Sends SIGTERM and waits (up to `within`) for the process to exit; returns its exit code.
+    pub async fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the process did not exit within {within:?} of SIGTERM"))
+            .expect("wait for the process");
+        status.code()
+    }
+
+    /// The process's exit status, if it has exited.
+    pub fn try_exit_code(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- service output ---\n{}", self.logs.lines().join("\n"));
+        }
+    }
+}

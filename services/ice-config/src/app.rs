@@ -32,15 +32,19 @@ pub struct Settings {
     pub shutdown_grace: Duration,
 }
 
-/// The service with its ports bound, ready to run.
+/// The service with its ports bound and its configs loaded once, ready to run.
 pub struct Application {
     settings: Settings,
     grpc: TcpListener,
     http: TcpListener,
+    metrics: Metrics,
+    store: ConfigStore,
+    sources: Vec<FileSource>,
 }
 
 impl Application {
-    /// Binds both ports, so callers (and tests binding port 0) know the addresses before running.
+    /// Binds both ports, so callers (and tests binding port 0) know the addresses before
+    /// running, and loads every config source once, so the first request finds the config.
     pub async fn build(settings: Settings) -> Result<Self> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -49,10 +53,23 @@ impl Application {
         };
         let grpc = bind(settings.grpc_addr).await?;
         let http = bind(settings.http_addr).await?;
+        let metrics = Metrics::default();
+        let store = ConfigStore::new(metrics.clone());
+        let mut sources: Vec<FileSource> = settings
+            .stunner_configs
+            .iter()
+            .map(|path| FileSource::new(path, settings.poll_interval, &store))
+            .collect();
+        for source in &mut sources {
+            source.poll().await;
+        }
         Ok(Self {
             settings,
             grpc,
             http,
+            metrics,
+            store,
+            sources,
         })
     }
 
@@ -70,16 +87,14 @@ impl Application {
             settings,
             grpc,
             http,
+            metrics,
+            store,
+            sources,
         } = self;
-        let metrics = Metrics::default();
-        let store = ConfigStore::new(metrics.clone());
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
-
-        for path in &settings.stunner_configs {
-            let source = FileSource::new(path, settings.poll_interval);
-            let sink = store.sink(source.name());
-            background.spawn(source.run(sink, stop.clone()));
+        for source in sources {
+            background.spawn(source.run(stop.clone()));
         }
 
         let (reporter, health) = tonic_health::server::health_reporter();

@@ -11,58 +11,68 @@ use std::{io::ErrorKind, path::PathBuf, time::Duration};
 use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
-use crate::{store::SourceSink, stunner_config};
+use crate::{
+    store::{ConfigStore, SourceSink},
+    stunner_config,
+};
 
 /// Polls one file and loads it into its sink whenever its content changes.
 pub struct FileSource {
     path: PathBuf,
     every: Duration,
+    sink: SourceSink,
+    /// What was read last, so an unchanged file is neither reparsed nor re-reported.
+    last: Option<Result<Vec<u8>, String>>,
 }
 
 impl FileSource {
-    pub fn new(path: impl Into<PathBuf>, every: Duration) -> Self {
+    /// Registers the source with `store`, so readiness waits for it.
+    pub fn new(path: impl Into<PathBuf>, every: Duration, store: &ConfigStore) -> Self {
+        let path = path.into();
+        let sink = store.sink(format!("file {}", path.display()));
         Self {
-            path: path.into(),
+            path,
             every,
+            sink,
+            last: None,
         }
     }
 
-    /// The name this source reports under (readiness, logs).
-    pub fn name(&self) -> String {
-        format!("file {}", self.path.display())
+    /// Reads the file once and loads it if it changed.
+    pub async fn poll(&mut self) {
+        let read = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => "file not found".to_owned(),
+                _ => format!("cannot read: {e}"),
+            });
+        if self.last.as_ref() == Some(&read) {
+            return;
+        }
+        match &read {
+            Ok(bytes) => self.load(bytes),
+            Err(error) => {
+                tracing::warn!(source = self.sink.source(), %error, "STUNner config unavailable");
+                self.sink.failed(error.clone());
+            }
+        }
+        self.last = Some(read);
     }
 
-    pub async fn run(self, sink: SourceSink, shutdown: CancellationToken) {
+    /// Polls until shutdown.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut ticks = interval(self.every);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // What was read last, so an unchanged file is neither reparsed nor re-reported.
-        let mut last: Option<Result<Vec<u8>, String>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
+                _ = ticks.tick() => self.poll().await,
             }
-            let read = tokio::fs::read(&self.path)
-                .await
-                .map_err(|e| match e.kind() {
-                    ErrorKind::NotFound => "file not found".to_owned(),
-                    _ => format!("cannot read: {e}"),
-                });
-            if last.as_ref() == Some(&read) {
-                continue;
-            }
-            match &read {
-                Ok(bytes) => self.load(bytes, &sink),
-                Err(error) => {
-                    tracing::warn!(source = sink.source(), %error, "STUNner config unavailable");
-                    sink.failed(error.clone());
-                }
-            }
-            last = Some(read);
         }
     }
 
-    fn load(&self, bytes: &[u8], sink: &SourceSink) {
+    fn load(&self, bytes: &[u8]) {
+        let sink = &self.sink;
         let parsed = std::str::from_utf8(bytes)
             .map_err(|_| "not valid UTF-8".to_owned())
             .and_then(|text| stunner_config::parse_document(text).map_err(|e| e.to_string()));
