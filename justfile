@@ -1,0 +1,18 @@
+# Contributors' shortcuts; the README's commands work without `just`.
+
+# Run the local stack
+run:
+    bash scripts/run.sh
+
+# Every check and test, installing what the tests need
+test:
+    bash scripts/test.sh
+
+# Format and lint
+lint:
+    cargo fmt --all
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate the gRPC code (build.rs does it on every build; this forces it)
+generate:
+    touch proto/build.rs && cargo build -p stunner-proto

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every check and every test of the workspace. On a fresh machine it first installs what the
+# tests need from Debian's packages (coturn: the real TURN server the tests check credentials on).
+# protoc needs no install: the build uses the one vendored by the protoc-bin-vendored crate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo build (the binaries the cross-process tests start)"
+cargo build --workspace --bins --quiet
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
