@@ -6,7 +6,10 @@
 
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] = &["iceconfig/v1/iceconfig.proto"];
+const PROTOS: &[&str] = &[
+    "iceconfig/v1/iceconfig.proto",
+    "signaling/v1/signaling.proto",
+];
 const INCLUDE: &str = ".";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,10 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+use svc_common::{parse_duration, shutdown_signal};
+
 use crate::{
     app::{Application, Settings},
     ice::TtlPolicy,
-    telemetry,
 };
 
 /// Issues TURN credentials and ICE configurations from the running STUNner config, over gRPC
@@ -55,7 +56,7 @@ impl Args {
     /// The whole binary: parse flags, set up logging, run until SIGINT/SIGTERM.
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        telemetry::init();
+        svc_common::init_telemetry();
         let settings = args.settings()?;
         let app = Application::build(settings).await?;
         // One line on stdout, for people and for tests that bind port 0.
@@ -92,72 +93,9 @@ impl Args {
     }
 }
 
-/// Parses `250ms`, `10s`, `5m`, `12h`, `1d`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s, 5m, 12h or 1d"))?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    number
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5w").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn every_flag_reads_its_env_var() {

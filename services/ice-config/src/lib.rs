@@ -14,6 +14,5 @@ pub mod metrics;
 pub mod source;
 pub mod store;
 pub mod stunner_config;
-pub mod telemetry;
 
 pub use error::{Error, Result};

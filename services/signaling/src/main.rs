@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    signaling::cli::Args::parse_and_run().await
+}

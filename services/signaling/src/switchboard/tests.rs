@@ -1,0 +1,675 @@
+use super::*;
+
+const ALICE: SessionKey = SessionKey {
+    gateway: 1,
+    session: 1,
+};
+const BOB: SessionKey = SessionKey {
+    gateway: 1,
+    session: 2,
+};
+const CAROL: SessionKey = SessionKey {
+    gateway: 2,
+    session: 1,
+};
+
+struct World {
+    board: Switchboard,
+    now: Instant,
+    tokens: HashMap<SessionKey, String>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            board: Switchboard::new(Limits::default()),
+            now: Instant::now(),
+            tokens: HashMap::new(),
+        }
+    }
+
+    fn send(&mut self, from: SessionKey, command: Command) -> Vec<Delivery> {
+        self.board.handle(self.now, from, command)
+    }
+
+    fn register(&mut self, who: SessionKey, name: &str) {
+        let out = self.send(
+            who,
+            Command::Register {
+                name: name.into(),
+                resume_token: None,
+            },
+        );
+        let [
+            Delivery {
+                to,
+                event:
+                    Event::Registered {
+                        name: got,
+                        resume_token,
+                    },
+            },
+        ] = out.as_slice()
+        else {
+            panic!("{name}: {out:?}");
+        };
+        assert_eq!((*to, got.as_str()), (who, name));
+        self.tokens.insert(who, resume_token.clone());
+    }
+
+    fn call(&mut self, from: SessionKey, to: &str) -> Vec<Delivery> {
+        self.send(
+            from,
+            Command::Call {
+                to: to.into(),
+                sdp_offer: "offer".into(),
+            },
+        )
+    }
+
+    fn answer(&mut self, callee: SessionKey, caller: &str, accept: bool) -> Vec<Delivery> {
+        self.send(
+            callee,
+            Command::Answer {
+                from: caller.into(),
+                accept,
+                sdp_answer: "answer".into(),
+            },
+        )
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<Delivery> {
+        self.now += by;
+        self.board.expire(self.now)
+    }
+
+    /// Alice calls Bob and Bob accepts.
+    fn in_call(&mut self) -> CallId {
+        self.register(ALICE, "alice");
+        self.register(BOB, "bob");
+        let id = incoming(&self.call(ALICE, "bob"));
+        self.answer(BOB, "alice", true);
+        id
+    }
+}
+
+fn refused(to: SessionKey, request: Request, reason: Reason, message: &str) -> Delivery {
+    Delivery {
+        to,
+        event: Event::Refused {
+            request,
+            reason,
+            message: message.into(),
+        },
+    }
+}
+
+fn stop(to: SessionKey, reason: Reason, message: &str, call: CallId) -> Delivery {
+    Delivery {
+        to,
+        event: Event::StopCommunication {
+            reason,
+            message: message.into(),
+            call,
+        },
+    }
+}
+
+fn candidate(to: SessionKey, text: &str) -> Delivery {
+    Delivery {
+        to,
+        event: Event::Candidate(text.into()),
+    }
+}
+
+fn incoming(out: &[Delivery]) -> CallId {
+    match out {
+        [
+            Delivery {
+                to: BOB,
+                event:
+                    Event::IncomingCall {
+                        from,
+                        sdp_offer,
+                        call,
+                    },
+            },
+        ] => {
+            assert_eq!((from.as_str(), sdp_offer.as_str()), ("alice", "offer"));
+            *call
+        }
+        other => panic!("expected an incomingCall to bob: {other:?}"),
+    }
+}
+
+#[test]
+fn register_validates_and_keeps_names_unique() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    assert_eq!(
+        w.send(
+            BOB,
+            Command::Register {
+                name: "alice".into(),
+                resume_token: None
+            }
+        ),
+        [refused(
+            BOB,
+            Request::Register,
+            Reason::NameTaken,
+            "the name alice is taken"
+        )]
+    );
+    assert_eq!(
+        w.send(
+            BOB,
+            Command::Register {
+                name: "bad name".into(),
+                resume_token: None
+            }
+        ),
+        [refused(
+            BOB,
+            Request::Register,
+            Reason::InvalidName,
+            "a name may only contain letters, digits and _ - . @ +"
+        )]
+    );
+    assert_eq!(
+        w.send(
+            ALICE,
+            Command::Register {
+                name: "alice2".into(),
+                resume_token: None
+            }
+        ),
+        [refused(
+            ALICE,
+            Request::Register,
+            Reason::AlreadyRegistered,
+            "already registered as alice"
+        )]
+    );
+    assert_eq!(w.board.names(), 1, "refusals change nothing");
+}
+
+#[test]
+fn call_accept_and_hang_up() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    let id = incoming(&w.call(ALICE, "bob"));
+    assert_eq!(
+        w.answer(BOB, "alice", true),
+        [
+            Delivery {
+                to: ALICE,
+                event: Event::CallAccepted {
+                    sdp_answer: "answer".into(),
+                    call: id
+                }
+            },
+            Delivery {
+                to: BOB,
+                event: Event::StartCommunication { call: id }
+            },
+        ]
+    );
+    assert_eq!(
+        w.send(ALICE, Command::Candidate("a1".into())),
+        [candidate(BOB, "a1")]
+    );
+    assert_eq!(
+        w.send(BOB, Command::Candidate("b1".into())),
+        [candidate(ALICE, "b1")]
+    );
+    assert_eq!(
+        w.advance(Duration::from_secs(60)),
+        [],
+        "an answered call does not time out"
+    );
+    assert_eq!(
+        w.send(BOB, Command::Stop),
+        [stop(ALICE, Reason::HangUp, "remote user hanged out", id)]
+    );
+    assert_eq!(w.board.calls(), 0);
+    assert_eq!(
+        w.send(BOB, Command::Stop),
+        [refused(
+            BOB,
+            Request::Stop,
+            Reason::NotInCall,
+            "not in a call"
+        )]
+    );
+    // Free to call again.
+    incoming(&w.call(ALICE, "bob"));
+}
+
+#[test]
+fn reject() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    incoming(&w.call(ALICE, "bob"));
+    assert_eq!(
+        w.answer(BOB, "alice", false),
+        [refused(
+            ALICE,
+            Request::Call,
+            Reason::Declined,
+            "user declined"
+        )]
+    );
+    assert_eq!(w.board.calls(), 0);
+    assert_eq!(w.board.next_deadline(), None, "the ring timer is gone");
+}
+
+#[test]
+fn call_refusals() {
+    let mut w = World::new();
+    assert_eq!(
+        w.call(ALICE, "bob"),
+        [refused(
+            ALICE,
+            Request::Call,
+            Reason::NotRegistered,
+            "register before calling"
+        )]
+    );
+    w.register(ALICE, "alice");
+    assert_eq!(
+        w.call(ALICE, "alice"),
+        [refused(
+            ALICE,
+            Request::Call,
+            Reason::SelfCall,
+            "you cannot call yourself"
+        )]
+    );
+    assert_eq!(
+        w.call(ALICE, "bob"),
+        [refused(
+            ALICE,
+            Request::Call,
+            Reason::UserNotFound,
+            "User bob is not registered"
+        )]
+    );
+    assert_eq!(
+        w.call(ALICE, "no such name!"),
+        [refused(
+            ALICE,
+            Request::Call,
+            Reason::UserNotFound,
+            "User no such name! is not registered"
+        )]
+    );
+    w.register(BOB, "bob");
+    incoming(&w.call(ALICE, "bob"));
+    assert_eq!(
+        w.call(ALICE, "bob"),
+        [refused(
+            ALICE,
+            Request::Call,
+            Reason::AlreadyInCall,
+            "already in a call"
+        )]
+    );
+    // Carol calling busy Bob is answered by the server; Bob hears nothing.
+    w.register(CAROL, "carol");
+    assert_eq!(
+        w.call(CAROL, "bob"),
+        [refused(
+            CAROL,
+            Request::Call,
+            Reason::Busy,
+            "User bob is busy"
+        )]
+    );
+    assert_eq!(
+        w.call(CAROL, "alice"),
+        [refused(
+            CAROL,
+            Request::Call,
+            Reason::Busy,
+            "User alice is busy"
+        )]
+    );
+    assert_eq!(w.board.calls(), 1);
+}
+
+#[test]
+fn answers_must_match_a_ringing_call() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    let none = |who: &str| format!("there is no incoming call from {who} to answer");
+    assert_eq!(
+        w.answer(BOB, "alice", true),
+        [refused(
+            BOB,
+            Request::Answer,
+            Reason::NoSuchCall,
+            &none("alice")
+        )]
+    );
+    incoming(&w.call(ALICE, "bob"));
+    assert_eq!(
+        w.answer(BOB, "carol", true),
+        [refused(
+            BOB,
+            Request::Answer,
+            Reason::NoSuchCall,
+            &none("carol")
+        )]
+    );
+    // The caller cannot answer its own call.
+    assert_eq!(
+        w.answer(ALICE, "alice", true),
+        [refused(
+            ALICE,
+            Request::Answer,
+            Reason::NoSuchCall,
+            &none("alice")
+        )]
+    );
+    w.answer(BOB, "alice", true);
+    assert_eq!(
+        w.answer(BOB, "alice", true),
+        [refused(
+            BOB,
+            Request::Answer,
+            Reason::NoSuchCall,
+            &none("alice")
+        )],
+        "a second accept"
+    );
+}
+
+#[test]
+fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    assert_eq!(
+        w.send(ALICE, Command::Candidate("early".into())),
+        [refused(
+            ALICE,
+            Request::Candidate,
+            Reason::NotInCall,
+            "not in a call"
+        )]
+    );
+    let id = incoming(&w.call(ALICE, "bob"));
+    let max = Limits::default().max_buffered_candidates;
+    for n in 0..max {
+        assert_eq!(
+            w.send(ALICE, Command::Candidate(format!("c{n}"))),
+            [],
+            "buffered"
+        );
+    }
+    assert_eq!(
+        w.send(ALICE, Command::Candidate("one too many".into())),
+        [refused(
+            ALICE,
+            Request::Candidate,
+            Reason::TooManyCandidates,
+            "more than 64 candidates before the call was answered"
+        )]
+    );
+    let out = w.answer(BOB, "alice", true);
+    assert_eq!(out.len(), 2 + max);
+    assert_eq!(
+        out[1],
+        Delivery {
+            to: BOB,
+            event: Event::StartCommunication { call: id }
+        }
+    );
+    let flushed: Vec<_> = out[2..].to_vec();
+    let expected: Vec<_> = (0..max).map(|n| candidate(BOB, &format!("c{n}"))).collect();
+    assert_eq!(flushed, expected);
+}
+
+#[test]
+fn ring_timeout() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    let id = incoming(&w.call(ALICE, "bob"));
+    assert_eq!(w.advance(Duration::from_secs(29)), []);
+    assert_eq!(
+        w.advance(Duration::from_secs(1)),
+        [
+            refused(
+                ALICE,
+                Request::Call,
+                Reason::Timeout,
+                "User bob did not answer"
+            ),
+            stop(
+                BOB,
+                Reason::Timeout,
+                "the call was not answered in time",
+                id
+            ),
+        ]
+    );
+    assert_eq!(w.board.calls(), 0);
+    assert_eq!(
+        w.answer(BOB, "alice", true),
+        [refused(
+            BOB,
+            Request::Answer,
+            Reason::NoSuchCall,
+            "there is no incoming call from alice to answer"
+        )]
+    );
+}
+
+#[test]
+fn caller_cancels_while_ringing() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    let id = incoming(&w.call(ALICE, "bob"));
+    assert_eq!(
+        w.send(ALICE, Command::Stop),
+        [stop(BOB, Reason::HangUp, "remote user hanged out", id)]
+    );
+    assert_eq!(
+        w.advance(Duration::from_secs(60)),
+        [],
+        "no timeout for a cancelled call"
+    );
+}
+
+#[test]
+fn disconnect_mid_call_tells_the_other_side_and_reserves_the_name() {
+    let mut w = World::new();
+    let id = w.in_call();
+    assert_eq!(
+        w.send(ALICE, Command::Closed),
+        [stop(
+            BOB,
+            Reason::PeerDisconnected,
+            "remote user disconnected",
+            id
+        )]
+    );
+    assert_eq!(w.board.sessions(), 1);
+    // Reserved for the grace period: a stranger cannot take it...
+    assert_eq!(
+        w.send(
+            CAROL,
+            Command::Register {
+                name: "alice".into(),
+                resume_token: None
+            }
+        ),
+        [refused(
+            CAROL,
+            Request::Register,
+            Reason::NameTaken,
+            "the name alice is taken"
+        )]
+    );
+    // ...and calls to it find nobody.
+    assert_eq!(
+        w.call(BOB, "alice"),
+        [refused(
+            BOB,
+            Request::Call,
+            Reason::UserNotFound,
+            "User alice is not registered"
+        )]
+    );
+    w.advance(Duration::from_secs(10));
+    w.register(CAROL, "alice");
+}
+
+#[test]
+fn resume_within_the_grace_period() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    let token = w.tokens[&ALICE].clone();
+    w.send(ALICE, Command::Closed);
+    let again = SessionKey {
+        gateway: 3,
+        session: 9,
+    };
+    assert_eq!(
+        w.send(
+            again,
+            Command::Register {
+                name: "alice".into(),
+                resume_token: Some("forged".into())
+            }
+        ),
+        [refused(
+            again,
+            Request::Register,
+            Reason::NameTaken,
+            "the name alice is taken"
+        )]
+    );
+    let out = w.send(
+        again,
+        Command::Register {
+            name: "alice".into(),
+            resume_token: Some(token.clone()),
+        },
+    );
+    assert_eq!(
+        out,
+        [Delivery {
+            to: again,
+            event: Event::Registered {
+                name: Name::parse("alice").expect("valid"),
+                resume_token: token
+            }
+        }]
+    );
+    // The grace period ending does not free a resumed name; calls reach the new session.
+    w.advance(Duration::from_secs(60));
+    w.register(BOB, "bob");
+    let out = w.call(BOB, "alice");
+    assert!(
+        matches!(out.as_slice(), [Delivery { to, event: Event::IncomingCall { .. } }] if *to == again),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_reload_displaces_the_old_session() {
+    let mut w = World::new();
+    let id = w.in_call();
+    let token = w.tokens[&ALICE].clone();
+    let reload = SessionKey {
+        gateway: 1,
+        session: 7,
+    };
+    let out = w.send(
+        reload,
+        Command::Register {
+            name: "alice".into(),
+            resume_token: Some(token.clone()),
+        },
+    );
+    assert_eq!(
+        out,
+        [
+            stop(
+                BOB,
+                Reason::PeerDisconnected,
+                "remote user disconnected",
+                id
+            ),
+            refused(
+                ALICE,
+                Request::Register,
+                Reason::Replaced,
+                "alice signed in elsewhere"
+            ),
+            Delivery {
+                to: reload,
+                event: Event::Registered {
+                    name: Name::parse("alice").expect("valid"),
+                    resume_token: token
+                }
+            },
+        ]
+    );
+    // The old session closing later does not take the name away.
+    assert_eq!(w.send(ALICE, Command::Closed), []);
+    w.advance(Duration::from_secs(60));
+    assert_eq!(
+        w.send(
+            CAROL,
+            Command::Register {
+                name: "alice".into(),
+                resume_token: None
+            }
+        ),
+        [refused(
+            CAROL,
+            Request::Register,
+            Reason::NameTaken,
+            "the name alice is taken"
+        )]
+    );
+}
+
+#[test]
+fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(CAROL, "carol");
+    w.register(BOB, "bob");
+    let out = w.call(CAROL, "alice");
+    let [
+        Delivery {
+            event: Event::IncomingCall { call: id, .. },
+            ..
+        },
+    ] = out.as_slice()
+    else {
+        panic!("{out:?}");
+    };
+    let id = *id;
+    w.answer(ALICE, "carol", true);
+    assert_eq!(
+        w.board.gateway_closed(w.now, 1),
+        [stop(
+            CAROL,
+            Reason::PeerDisconnected,
+            "remote user disconnected",
+            id
+        )]
+    );
+    assert_eq!(w.board.sessions(), 1);
+    assert_eq!(w.board.calls(), 0);
+}
