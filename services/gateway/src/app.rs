@@ -1,0 +1,97 @@
+//! Wiring: the HTTP port, the link to signaling, the ice-config client, and the drain.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::Endpoint;
+
+use crate::{
+    http::{self, HttpState, Origins},
+    ice::IceClient,
+    link::Link,
+    session::{SessionLimits, Shared},
+};
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub signaling_url: String,
+    pub ice_config_url: String,
+    pub static_dir: PathBuf,
+    pub origins: Vec<String>,
+    pub relay_only: bool,
+    pub limits: SessionLimits,
+    /// Messages a session may fall behind by before it is closed.
+    pub session_queue: usize,
+    pub shutdown_grace: Duration,
+}
+
+pub struct Application {
+    settings: Settings,
+    http: TcpListener,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(settings.http_addr).await?;
+        Ok(Self { settings, http })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.settings.http_addr)
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { settings, http } = self;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let signaling = Endpoint::from_shared(settings.signaling_url.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        // Connected lazily: the gateway starts (and reports not ready) without ice-config.
+        let ice = Endpoint::from_shared(settings.ice_config_url.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let (link, upstream) = Link::new(settings.session_queue);
+        tasks.spawn(link.clone().run(signaling, upstream, stop.clone()));
+
+        let shared = Arc::new(Shared {
+            link,
+            ice: IceClient::new(ice, settings.relay_only),
+            limits: settings.limits,
+            stop: stop.clone(),
+        });
+        let state = HttpState {
+            shared,
+            origins: Origins::parse(&settings.origins),
+            next_session: Arc::default(),
+        };
+        let server = axum::serve(http, http::router(state, settings.static_dir.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            ended = &mut server => {
+                stop.cancel();
+                return Err(anyhow::anyhow!("HTTP server stopped: {ended:?}"));
+            }
+        }
+        stop.cancel();
+        tasks.close();
+        let drain = async {
+            let _ = server.await;
+            tasks.wait().await;
+        };
+        if tokio::time::timeout(settings.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; dropping the connections still open");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! The gateway's HTTP port: the page (`static/`), the WebSocket at `/one2one`, and
+//! `/healthz`, `/readyz`, `/metrics`.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    extract::{State, WebSocketUpgrade},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower_http::services::ServeDir;
+
+use crate::session::{self, Shared};
+
+/// The largest browser message accepted: a 4 KB SDP is typical, 64 KiB leaves room for big
+/// ones; a larger frame closes the socket with 1009.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Socket buffers, sized for idle sessions: tungstenite's defaults (128 KiB to read) would cost
+/// ~110 KiB per idle browser.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub shared: Arc<Shared>,
+    pub origins: Origins,
+    pub next_session: Arc<AtomicU64>,
+}
+
+/// Which pages may open a WebSocket here.
+#[derive(Clone, Debug)]
+pub enum Origins {
+    /// Any origin (`*`): for local development only.
+    Any,
+    /// Exactly these (`https://example.org`), plus the gateway's own origin.
+    Listed(Vec<String>),
+}
+
+pub fn router(state: HttpState, static_dir: PathBuf) -> Router {
+    Router::new()
+        .route("/one2one", get(upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback_service(ServeDir::new(static_dir))
+        .with_state(state)
+}
+
+async fn upgrade(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(origin) = state.origins.check(&headers) {
+        tracing::warn!(%origin, "WebSocket from a foreign origin refused");
+        return (
+            StatusCode::FORBIDDEN,
+            format!("origin {origin} is not allowed\n"),
+        )
+            .into_response();
+    }
+    let session = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let shared = state.shared.clone();
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_MESSAGE * 4)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session::run(socket, session, shared))
+}
+
+impl Origins {
+    pub fn parse(list: &[String]) -> Self {
+        if list.iter().any(|o| o == "*") {
+            Origins::Any
+        } else {
+            Origins::Listed(
+                list.iter()
+                    .map(|o| o.trim_end_matches('/').to_owned())
+                    .collect(),
+            )
+        }
+    }
+
+    /// `Err(origin)` when a browser page from another site opens the socket. Clients that send
+    /// no Origin (not browsers) are let through: the check protects users' browsers, not the
+    /// server.
+    fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return Ok(());
+        };
+        let same_site = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|host| {
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest == host)
+            });
+        match self {
+            Origins::Any => Ok(()),
+            Origins::Listed(_) if same_site => Ok(()),
+            Origins::Listed(list) if list.iter().any(|o| o == origin) => Ok(()),
+            Origins::Listed(_) => Err(origin.to_owned()),
+        }
+    }
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.shared.link.is_connected() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready\nno stream to signaling\n",
+        )
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let body = format!(
+        "# TYPE gateway_sessions gauge\n# HELP gateway_sessions Open browser sessions.\ngateway_sessions {}\n# EOF\n",
+        state.shared.link.sessions()
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}

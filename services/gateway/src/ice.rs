@@ -1,0 +1,89 @@
+//! ICE configurations for browsers, from ice-config.
+
+use std::time::Duration;
+
+use stunner_proto::iceconfig::v1::{
+    GetIceConfigRequest, IceTransportPolicy, ice_config_service_client::IceConfigServiceClient,
+};
+use tonic::{Code, transport::Channel};
+
+use crate::protocol::{IceConfiguration, IceServer};
+
+#[derive(Clone)]
+pub struct IceClient {
+    client: IceConfigServiceClient<Channel>,
+    policy: IceTransportPolicy,
+}
+
+/// A configuration and when to replace it.
+pub struct Issued {
+    pub config: IceConfiguration,
+    /// `None` when the credentials do not expire.
+    pub refresh_in: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IceError {
+    #[error("{0}")]
+    InvalidUser(String),
+    #[error("TURN credentials are unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl IceClient {
+    pub fn new(channel: Channel, relay_only: bool) -> Self {
+        let policy = if relay_only {
+            IceTransportPolicy::Relay
+        } else {
+            IceTransportPolicy::All
+        };
+        Self {
+            client: IceConfigServiceClient::new(channel),
+            policy,
+        }
+    }
+
+    /// Credentials for `user`.
+    pub async fn issue(&self, user: &str) -> Result<Issued, IceError> {
+        let request = GetIceConfigRequest {
+            user_id: user.to_owned(),
+            ice_transport_policy: self.policy.into(),
+            ..Default::default()
+        };
+        let answer = self
+            .client
+            .clone()
+            .get_ice_config(request)
+            .await
+            .map_err(|status| match status.code() {
+                Code::InvalidArgument => IceError::InvalidUser(status.message().to_owned()),
+                _ => IceError::Unavailable(status.message().to_owned()),
+            })?;
+        let answer = answer.into_inner();
+        // Renew at four fifths of the lifetime, well before the TURN server refuses them.
+        let refresh_in = answer
+            .expire_time
+            .is_some()
+            .then(|| Duration::from_secs(u64::from(answer.ttl_seconds)) * 4 / 5);
+        let ice_transport_policy = match answer.ice_transport_policy() {
+            IceTransportPolicy::Relay => "relay",
+            IceTransportPolicy::Public => "public",
+            IceTransportPolicy::All | IceTransportPolicy::Unspecified => "all",
+        };
+        Ok(Issued {
+            config: IceConfiguration {
+                ice_servers: answer
+                    .ice_servers
+                    .into_iter()
+                    .map(|s| IceServer {
+                        urls: s.urls,
+                        username: s.username,
+                        credential: s.credential,
+                    })
+                    .collect(),
+                ice_transport_policy,
+            },
+            refresh_in,
+        })
+    }
+}

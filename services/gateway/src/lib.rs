@@ -1,0 +1,11 @@
+//! gateway: the browsers' WebSocket edge. Speaks the tutorial's JSON protocol ([`protocol`]) on
+//! `/one2one`, carries every session over one stream to signaling ([`link`]), and fetches
+//! credentials from ice-config ([`ice`]). Holds no call state of its own.
+
+pub mod app;
+pub mod cli;
+pub mod http;
+pub mod ice;
+pub mod link;
+pub mod protocol;
+pub mod session;

@@ -1,0 +1,201 @@
+//! The browser protocol of STUNner's one-to-one call tutorial, as typed messages: one JSON text
+//! frame per message, `id` naming it. Names and fields are kept so the tutorial's page works
+//! unchanged; the extensions (reasons, resume token, credential refresh, trace id) are optional
+//! fields and message ids old pages ignore.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Browser → server.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "id", rename_all = "camelCase")]
+pub enum ClientMessage {
+    #[serde(rename_all = "camelCase")]
+    Register {
+        name: String,
+        #[serde(default)]
+        resume_token: Option<String>,
+    },
+    /// `from` is the caller's claim; the server ignores it and uses the registered name.
+    #[serde(rename_all = "camelCase")]
+    Call {
+        to: String,
+        sdp_offer: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    IncomingCallResponse {
+        from: String,
+        call_response: CallResponse,
+        #[serde(default)]
+        sdp_answer: Option<String>,
+    },
+    /// An RTCIceCandidateInit, relayed as it is.
+    OnIceCandidate {
+        candidate: Box<RawValue>,
+    },
+    Stop,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CallResponse {
+    Accept,
+    Reject,
+}
+
+/// Server → browser.
+#[derive(Debug, Serialize)]
+#[serde(tag = "id", rename_all = "camelCase")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    RegisterResponse {
+        response: Verdict,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_configuration: Option<IceConfiguration>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    IncomingCall {
+        from: String,
+        sdp_offer: String,
+        call_id: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    CallResponse {
+        response: Verdict,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sdp_answer: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    StartCommunication {
+        call_id: String,
+    },
+    IceCandidate {
+        candidate: Box<RawValue>,
+    },
+    #[serde(rename_all = "camelCase")]
+    StopCommunication {
+        message: String,
+        reason: &'static str,
+        call_id: String,
+    },
+    /// Fresh credentials before the current ones expire: apply with `setConfiguration`.
+    #[serde(rename_all = "camelCase")]
+    IceConfiguration {
+        ice_configuration: IceConfiguration,
+    },
+    Error {
+        message: String,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+pub enum Verdict {
+    #[serde(rename = "accepted")]
+    Accepted,
+    #[serde(rename = "rejected")]
+    Rejected,
+}
+
+/// An RTCConfiguration subset.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IceConfiguration {
+    pub ice_servers: Vec<IceServer>,
+    pub ice_transport_policy: &'static str,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub credential: String,
+}
+
+/// Why a frame could not be understood; each a reason for an `error` reply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("unknown message id {0:?}")]
+    UnknownId(String),
+    #[error("invalid {id} message: {detail}")]
+    Invalid { id: String, detail: String },
+    #[error("a message needs a string `id`")]
+    MissingId,
+}
+
+impl DecodeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Json(_) => "invalid_json",
+            DecodeError::UnknownId(_) => "unknown_id",
+            DecodeError::Invalid { .. } | DecodeError::MissingId => "invalid_message",
+        }
+    }
+}
+
+/// The id of a message, read without decoding the rest (for error messages only).
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+const KNOWN_IDS: &[&str] = &[
+    "register",
+    "call",
+    "incomingCallResponse",
+    "onIceCandidate",
+    "stop",
+];
+
+impl ClientMessage {
+    /// Decodes one text frame. The common case is a single pass; the envelope is only read
+    /// again to word an error.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(text).map_err(|error| {
+            let envelope = match serde_json::from_str::<Envelope<'_>>(text) {
+                Ok(envelope) => envelope,
+                Err(_) if error.is_syntax() || error.is_eof() => {
+                    return DecodeError::Json(error.to_string());
+                }
+                Err(_) => return DecodeError::MissingId,
+            };
+            match envelope.id {
+                None => DecodeError::MissingId,
+                Some(id) if !KNOWN_IDS.contains(&id.as_ref()) => {
+                    DecodeError::UnknownId(id.into_owned())
+                }
+                Some(id) => DecodeError::Invalid {
+                    id: id.into_owned(),
+                    detail: error.to_string(),
+                },
+            }
+        })
+    }
+}
+
+impl ServerMessage {
+    pub fn encode(&self) -> String {
+        // Serializing these types cannot fail: no maps with non-string keys, no foreign impls.
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
