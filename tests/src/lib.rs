@@ -19,9 +19,13 @@ use tokio::{
     sync::mpsc,
 };
 
+pub mod browser;
 pub mod coturn;
+pub mod stack;
 
+pub use browser::Browser;
 pub use coturn::Coturn;
+pub use stack::Stack;
 
 /// How long a process may take to start and announce its ports.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -23,6 +23,10 @@ use crate::session::{self, Shared};
 /// The largest browser message accepted: a 4 KB SDP is typical, 64 KiB leaves room for big
 /// ones; a larger frame closes the socket with 1009.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Frames up to this size are read whole and then refused by the message limit, so the
+/// socket is drained and the 1009 close frame reaches the browser; a larger frame is refused
+/// at its header and the connection may end in a TCP reset instead.
+const MAX_FRAME: usize = 1024 * 1024;
 /// Socket buffers, sized for idle sessions: tungstenite's defaults (128 KiB to read) would cost
 /// ~110 KiB per idle browser.
 const READ_BUFFER: usize = 4 * 1024;
@@ -73,7 +77,7 @@ async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_MESSAGE * 4)
         .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
+        .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| session::run(socket, session, shared))
 }
 

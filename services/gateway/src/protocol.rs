@@ -4,7 +4,6 @@
 //! fields and message ids old pages ignore.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// Browser → server.
 #[derive(Debug, Deserialize)]
@@ -29,11 +28,23 @@ pub enum ClientMessage {
         #[serde(default)]
         sdp_answer: Option<String>,
     },
-    /// An RTCIceCandidateInit, relayed as it is.
     OnIceCandidate {
-        candidate: Box<RawValue>,
+        candidate: IceCandidateInit,
     },
     Stop,
+}
+
+/// An RTCIceCandidateInit, as browsers send it (`null` where a field is unknown).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidateInit {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -82,7 +93,7 @@ pub enum ServerMessage {
         call_id: String,
     },
     IceCandidate {
-        candidate: Box<RawValue>,
+        candidate: IceCandidateInit,
     },
     #[serde(rename_all = "camelCase")]
     StopCommunication {

@@ -185,17 +185,9 @@ impl State {
                     sdp_answer: sdp_answer.unwrap_or_default(),
                 })
             }
-            ClientMessage::OnIceCandidate { candidate } => {
-                if !candidate.get().starts_with('{') {
-                    return vec![error(
-                        "candidate must be an RTCIceCandidateInit object",
-                        "invalid_message",
-                    )];
-                }
-                Up::Candidate(pb::Candidate {
-                    candidate_json: candidate.get().to_owned(),
-                })
-            }
+            ClientMessage::OnIceCandidate { candidate } => Up::Candidate(pb::Candidate {
+                candidate_json: serde_json::to_string(&candidate).unwrap_or_default(),
+            }),
             ClientMessage::Stop => Up::Stop(pb::Stop {}),
         };
         if !self.shared.link.send(up(self.session, body)) {
@@ -260,9 +252,9 @@ impl State {
             Down::StartCommunication(start) => ServerMessage::StartCommunication {
                 call_id: start.call_id,
             },
+            // Written by a gateway from a decoded candidate, so it decodes.
             Down::Candidate(candidate) => ServerMessage::IceCandidate {
-                candidate: serde_json::value::RawValue::from_string(candidate.candidate_json)
-                    .ok()?,
+                candidate: serde_json::from_str(&candidate.candidate_json).ok()?,
             },
             Down::StopCommunication(stop) => ServerMessage::StopCommunication {
                 reason: reason_text(stop.reason()),

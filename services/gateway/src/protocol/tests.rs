@@ -1,1 +1,100 @@
+use super::*;
 
+#[test]
+fn decodes_the_tutorial_messages() {
+    let register = ClientMessage::decode(r#"{"id":"register","name":"alice"}"#).expect("register");
+    assert!(
+        matches!(register, ClientMessage::Register { name, resume_token: None } if name == "alice")
+    );
+
+    // The old page sends `from` with a call; it is accepted and ignored.
+    let call = ClientMessage::decode(r#"{"id":"call","from":"x","to":"bob","sdpOffer":"v=0"}"#)
+        .expect("call");
+    assert!(
+        matches!(call, ClientMessage::Call { to, sdp_offer } if to == "bob" && sdp_offer == "v=0")
+    );
+
+    // The old page's busy rejection carries a `message`.
+    let reject = ClientMessage::decode(
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"bussy"}"#,
+    )
+    .expect("reject");
+    assert!(matches!(
+        reject,
+        ClientMessage::IncomingCallResponse {
+            call_response: CallResponse::Reject,
+            ..
+        }
+    ));
+
+    let candidate = ClientMessage::decode(
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"candidate:0 1 UDP 1 10.0.0.1 3478 typ relay","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null}}"#,
+    )
+    .expect("candidate");
+    let ClientMessage::OnIceCandidate { candidate } = candidate else {
+        panic!("candidate")
+    };
+    assert_eq!(candidate.sdp_m_line_index, Some(0));
+    assert_eq!(
+        serde_json::to_string(&candidate).expect("encode"),
+        r#"{"candidate":"candidate:0 1 UDP 1 10.0.0.1 3478 typ relay","sdpMid":"0","sdpMLineIndex":0}"#
+    );
+    assert!(matches!(
+        ClientMessage::decode(r#"{"id":"stop"}"#),
+        Ok(ClientMessage::Stop)
+    ));
+}
+
+#[test]
+fn every_decode_error_has_a_reason() {
+    let cases = [
+        ("", "invalid_json"),
+        ("{", "invalid_json"),
+        ("null", "invalid_message"),
+        ("{}", "invalid_message"),
+        (r#"{"id":7}"#, "invalid_message"),
+        (r#"{"id":"hello"}"#, "unknown_id"),
+        (r#"{"id":"register","name":5}"#, "invalid_message"),
+        (
+            r#"{"id":"incomingCallResponse","from":"a","callResponse":"ok"}"#,
+            "invalid_message",
+        ),
+    ];
+    for (text, reason) in cases {
+        let error = ClientMessage::decode(text).expect_err(text);
+        assert_eq!(error.reason(), reason, "{text}: {error}");
+    }
+}
+
+#[test]
+fn encodes_the_tutorial_shapes() {
+    let accepted = ServerMessage::RegisterResponse {
+        response: Verdict::Accepted,
+        message: None,
+        reason: None,
+        ice_configuration: Some(IceConfiguration {
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:1.2.3.4:3478?transport=udp".into()],
+                username: "u".into(),
+                credential: "p".into(),
+            }],
+            ice_transport_policy: "relay",
+        }),
+        resume_token: Some("t".into()),
+    };
+    assert_eq!(
+        accepted.encode(),
+        r#"{"id":"registerResponse","response":"accepted","iceConfiguration":{"iceServers":[{"urls":["turn:1.2.3.4:3478?transport=udp"],"username":"u","credential":"p"}],"iceTransportPolicy":"relay"},"resumeToken":"t"}"#
+    );
+    let rejected = ServerMessage::CallResponse {
+        response: Verdict::Rejected,
+        sdp_answer: None,
+        message: Some("user declined".into()),
+        reason: Some("declined"),
+        call_id: None,
+    };
+    assert_eq!(
+        rejected.encode(),
+        r#"{"id":"callResponse","response":"rejected","message":"user declined","reason":"declined"}"#
+    );
+}

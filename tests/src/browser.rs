@@ -1,0 +1,108 @@
+//! A scripted browser session: the tutorial's protocol over a real WebSocket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+/// How long a reply may take before a test fails.
+pub const REPLY: Duration = Duration::from_secs(5);
+
+pub struct Browser {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Browser {
+    pub async fn connect(url: &str) -> Browser {
+        let (ws, _) = connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Browser { ws }
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next protocol message (pings are answered by the library and skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(REPLY, self.ws.next())
+                .await
+                .expect("a message within 5s")
+                .expect("the socket is open")
+                .expect("a frame");
+            match frame {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message, which must have this `id`.
+    pub async fn expect(&mut self, id: &str) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["id"], id, "{message}");
+        message
+    }
+
+    /// Proves nothing else was queued for this session: answering a call from somebody who is
+    /// not calling changes no state and is refused by signaling, after anything signaling sent
+    /// this session before it.
+    pub async fn expect_nothing_pending(&mut self) {
+        self.send(
+            json!({"id": "incomingCallResponse", "from": "~nobody", "callResponse": "reject"}),
+        )
+        .await;
+        let reply = self.recv().await;
+        assert_eq!(
+            (reply["id"].as_str(), reply["reason"].as_str()),
+            (Some("error"), Some("no_such_call")),
+            "expected nothing pending, got {reply}"
+        );
+    }
+
+    pub async fn register(&mut self, name: &str) -> Value {
+        self.send(json!({"id": "register", "name": name})).await;
+        self.expect("registerResponse").await
+    }
+
+    /// Registers and checks it was accepted.
+    pub async fn register_ok(&mut self, name: &str) -> Value {
+        let reply = self.register(name).await;
+        assert_eq!(reply["response"], "accepted", "{reply}");
+        reply
+    }
+
+    /// The close frame the server ends the socket with.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            let frame = tokio::time::timeout(REPLY, self.ws.next())
+                .await
+                .expect("closed within 5s");
+            match frame {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

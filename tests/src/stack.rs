@@ -1,0 +1,113 @@
+//! The three services as real processes on port 0, wired to each other.
+
+use std::{path::PathBuf, time::Duration};
+
+use tempfile::TempDir;
+
+use crate::{Browser, Service, binary, eventually};
+
+/// A static-credentials config whose listener points at `127.0.0.1:<port>`.
+pub fn static_config(turn_port: u16) -> String {
+    format!(
+        r#"{{"version":"v1","admin":{{"name":"stunner/udp-gateway"}},
+        "auth":{{"type":"static","credentials":{{"username":"user-1","password":"pass-1"}}}},
+        "listeners":[{{"name":"stunner/udp-gateway/udp-listener","protocol":"TURN-UDP",
+        "public_address":"127.0.0.1","public_port":{turn_port},"address":"$STUNNER_ADDR","port":3478}}]}}"#
+    )
+}
+
+pub struct Stack {
+    pub ice_config: Service,
+    pub signaling: Service,
+    pub gateway: Service,
+    pub dir: TempDir,
+}
+
+/// Extra flags per service.
+#[derive(Default)]
+pub struct Flags<'a> {
+    pub signaling: &'a [&'a str],
+    pub gateway: &'a [&'a str],
+}
+
+impl Stack {
+    pub async fn start(stunner_config: &str, flags: Flags<'_>) -> Stack {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("stunnerd.conf");
+        std::fs::write(&config, stunner_config).expect("write config");
+        let config = config.to_str().expect("utf-8").to_owned();
+        let ice_config = Service::start(
+            &binary("ice-config"),
+            &[
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--stunner-config",
+                &config,
+            ],
+            &[],
+        )
+        .await;
+        let mut args = vec!["--grpc-addr", "127.0.0.1:0"];
+        args.extend_from_slice(flags.signaling);
+        let signaling = Service::start(&binary("signaling"), &args, &[]).await;
+        let gateway = start_gateway(
+            &ice_config.url("grpc", ""),
+            &signaling.url("grpc", ""),
+            flags.gateway,
+        )
+        .await;
+        Stack {
+            ice_config,
+            signaling,
+            gateway,
+            dir,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/one2one", self.gateway.addr("http"))
+    }
+
+    pub async fn browser(&self) -> Browser {
+        Browser::connect(&self.ws_url()).await
+    }
+}
+
+/// A gateway on port 0, ready (attached to signaling) when this returns.
+pub async fn start_gateway(ice_config_url: &str, signaling_url: &str, extra: &[&str]) -> Service {
+    let static_dir = static_dir();
+    let static_dir = static_dir.to_str().expect("utf-8");
+    let mut args = vec![
+        "--http-addr",
+        "127.0.0.1:0",
+        "--ice-config-url",
+        ice_config_url,
+        "--signaling-url",
+        signaling_url,
+        "--static-dir",
+        static_dir,
+    ];
+    args.extend_from_slice(extra);
+    let gateway = Service::start(&binary("gateway"), &args, &[]).await;
+    let ready = gateway.url("http", "/readyz");
+    eventually(
+        Duration::from_secs(10),
+        "the gateway to attach to signaling",
+        || {
+            let ready = ready.clone();
+            async move {
+                let status = reqwest::get(&ready).await.ok()?.status();
+                (status == 200).then_some(())
+            }
+        },
+    )
+    .await;
+    gateway
+}
+
+/// The repository's `static/` folder.
+pub fn static_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../static")
+}

@@ -1,0 +1,427 @@
+//! The browser protocol end to end: ice-config, signaling and gateway as real processes on
+//! port 0, browsers as real WebSocket clients, and the exact messages both parties see.
+
+use serde_json::{Value, json};
+use testkit::{
+    Browser, Stack,
+    stack::{Flags, static_config},
+};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn stack() -> Stack {
+    Stack::start(&static_config(3478), Flags::default()).await
+}
+
+fn candidate(n: u32) -> Value {
+    json!({"candidate": format!("candidate:{n} 1 udp 2122260223 127.0.0.1 {} typ relay", 40000 + n),
+           "sdpMid": "0", "sdpMLineIndex": 0})
+}
+
+async fn pair(stack: &Stack) -> (Browser, Browser) {
+    let mut alice = stack.browser().await;
+    let mut bob = stack.browser().await;
+    alice.register_ok("alice").await;
+    bob.register_ok("bob").await;
+    (alice, bob)
+}
+
+/// Alice calls Bob (claiming to be somebody else: the server ignores the claim).
+async fn ring(alice: &mut Browser, bob: &mut Browser) -> Value {
+    alice
+        .send(json!({"id": "call", "from": "mallory", "to": "bob", "sdpOffer": "v=0 offer"}))
+        .await;
+    let incoming = bob.expect("incomingCall").await;
+    assert_eq!(
+        incoming["from"], "alice",
+        "the registered name, not the claim"
+    );
+    assert_eq!(incoming["sdpOffer"], "v=0 offer");
+    incoming
+}
+
+#[tokio::test]
+async fn register_duplicate_and_invalid_names() {
+    let stack = stack().await;
+    let mut alice = stack.browser().await;
+    let reply = alice.register("alice").await;
+    assert_eq!(reply["response"], "accepted");
+    assert_eq!(
+        reply["iceConfiguration"],
+        json!({"iceServers": [{"urls": ["turn:127.0.0.1:3478?transport=udp"], "username": "user-1", "credential": "pass-1"}],
+               "iceTransportPolicy": "relay"})
+    );
+    assert_eq!(reply["resumeToken"].as_str().map(str::len), Some(32));
+
+    let mut other = stack.browser().await;
+    let reply = other.register("alice").await;
+    assert_eq!(
+        (
+            reply["response"].as_str(),
+            reply["reason"].as_str(),
+            reply["message"].as_str()
+        ),
+        (
+            Some("rejected"),
+            Some("name_taken"),
+            Some("the name alice is taken")
+        )
+    );
+    for bad in ["", "a b", "x:y", &"n".repeat(65)] {
+        let reply = other.register(bad).await;
+        assert_eq!(
+            (reply["response"].as_str(), reply["reason"].as_str()),
+            (Some("rejected"), Some("invalid_name")),
+            "{bad:?}: {reply}"
+        );
+    }
+    let reply = alice.register("alice2").await;
+    assert_eq!(reply["reason"], "already_registered");
+    // The refused session can still take a free name.
+    other.register_ok("carol").await;
+}
+
+#[tokio::test]
+async fn call_accept_candidates_and_hang_up() {
+    let stack = stack().await;
+    let (mut alice, mut bob) = pair(&stack).await;
+    let incoming = ring(&mut alice, &mut bob).await;
+    let call_id = incoming["callId"].clone();
+
+    // Alice's candidates before Bob accepts are held back (his page has no peer connection yet).
+    for n in 0..3 {
+        alice
+            .send(json!({"id": "onIceCandidate", "candidate": candidate(n)}))
+            .await;
+    }
+    bob.expect_nothing_pending().await;
+
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "v=0 answer"})).await;
+    let response = alice.expect("callResponse").await;
+    assert_eq!(
+        response,
+        json!({"id": "callResponse", "response": "accepted", "sdpAnswer": "v=0 answer", "callId": call_id})
+    );
+    assert_eq!(
+        bob.expect("startCommunication").await,
+        json!({"id": "startCommunication", "callId": call_id})
+    );
+    for n in 0..3 {
+        assert_eq!(
+            bob.expect("iceCandidate").await["candidate"],
+            candidate(n),
+            "in order"
+        );
+    }
+    // After the answer, candidates flow at once, both ways.
+    bob.send(json!({"id": "onIceCandidate", "candidate": candidate(10)}))
+        .await;
+    assert_eq!(
+        alice.expect("iceCandidate").await["candidate"],
+        candidate(10)
+    );
+    alice
+        .send(json!({"id": "onIceCandidate", "candidate": candidate(11)}))
+        .await;
+    assert_eq!(bob.expect("iceCandidate").await["candidate"], candidate(11));
+
+    alice.send(json!({"id": "stop"})).await;
+    assert_eq!(
+        bob.expect("stopCommunication").await,
+        json!({"id": "stopCommunication", "message": "remote user hanged out", "reason": "hang_up", "callId": call_id})
+    );
+    alice.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn reject_busy_self_and_unknown() {
+    let stack = stack().await;
+    let (mut alice, mut bob) = pair(&stack).await;
+    ring(&mut alice, &mut bob).await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "reject", "message": "user declined"})).await;
+    let response = alice.expect("callResponse").await;
+    assert_eq!(
+        (
+            response["response"].as_str(),
+            response["reason"].as_str(),
+            response["message"].as_str()
+        ),
+        (Some("rejected"), Some("declined"), Some("user declined"))
+    );
+
+    // Busy: Carol calling Bob during a call is answered by the server; Bob hears nothing.
+    ring(&mut alice, &mut bob).await;
+    let mut carol = stack.browser().await;
+    carol.register_ok("carol").await;
+    carol
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "x"}))
+        .await;
+    let response = carol.expect("callResponse").await;
+    assert_eq!(
+        (response["reason"].as_str(), response["message"].as_str()),
+        (Some("busy"), Some("User bob is busy"))
+    );
+    bob.expect_nothing_pending().await;
+
+    // A second call while in one, a self-call, an unknown user.
+    alice
+        .send(json!({"id": "call", "to": "carol", "sdpOffer": "x"}))
+        .await;
+    assert_eq!(
+        alice.expect("callResponse").await["reason"],
+        "already_in_call"
+    );
+    carol
+        .send(json!({"id": "call", "to": "carol", "sdpOffer": "x"}))
+        .await;
+    assert_eq!(carol.expect("callResponse").await["reason"], "self_call");
+    carol
+        .send(json!({"id": "call", "to": "dave", "sdpOffer": "x"}))
+        .await;
+    let response = carol.expect("callResponse").await;
+    assert_eq!(
+        (response["reason"].as_str(), response["message"].as_str()),
+        (Some("user_not_found"), Some("User dave is not registered"))
+    );
+
+    // Calling before registering.
+    let mut anon = stack.browser().await;
+    anon.send(json!({"id": "call", "to": "bob", "sdpOffer": "x"}))
+        .await;
+    assert_eq!(
+        anon.expect("callResponse").await["reason"],
+        "not_registered"
+    );
+    // Answering a call that does not exist.
+    carol.send(json!({"id": "incomingCallResponse", "from": "bob", "callResponse": "accept", "sdpAnswer": "y"})).await;
+    assert_eq!(carol.expect("error").await["reason"], "no_such_call");
+}
+
+#[tokio::test]
+async fn an_unanswered_call_times_out() {
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            signaling: &["--ring-timeout", "1s"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (mut alice, mut bob) = pair(&stack).await;
+    ring(&mut alice, &mut bob).await;
+    let response = alice.expect("callResponse").await;
+    assert_eq!(
+        (
+            response["response"].as_str(),
+            response["reason"].as_str(),
+            response["message"].as_str()
+        ),
+        (
+            Some("rejected"),
+            Some("timeout"),
+            Some("User bob did not answer")
+        )
+    );
+    let stop = bob.expect("stopCommunication").await;
+    assert_eq!(stop["reason"], "timeout");
+    // Both are free again.
+    ring(&mut alice, &mut bob).await;
+}
+
+#[tokio::test]
+async fn disconnect_mid_call_and_resume() {
+    let stack = stack().await;
+    let mut alice = stack.browser().await;
+    let token = alice.register_ok("alice").await["resumeToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut bob = stack.browser().await;
+    bob.register_ok("bob").await;
+    ring(&mut alice, &mut bob).await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"})).await;
+    alice.expect("callResponse").await;
+    bob.expect("startCommunication").await;
+
+    alice.close().await;
+    let stop = bob.expect("stopCommunication").await;
+    assert_eq!(
+        (stop["reason"].as_str(), stop["message"].as_str()),
+        (Some("peer_disconnected"), Some("remote user disconnected"))
+    );
+
+    // The name is kept for its owner: a stranger cannot take it, the token can.
+    let mut stranger = stack.browser().await;
+    assert_eq!(stranger.register("alice").await["reason"], "name_taken");
+    let mut forged = stack.browser().await;
+    forged
+        .send(json!({"id": "register", "name": "alice", "resumeToken": "0".repeat(32)}))
+        .await;
+    assert_eq!(
+        forged.expect("registerResponse").await["reason"],
+        "name_taken"
+    );
+    let mut again = stack.browser().await;
+    again
+        .send(json!({"id": "register", "name": "alice", "resumeToken": token}))
+        .await;
+    let reply = again.expect("registerResponse").await;
+    assert_eq!(
+        (reply["response"].as_str(), reply["resumeToken"].as_str()),
+        (Some("accepted"), Some(token.as_str()))
+    );
+    // And calls reach the resumed session.
+    bob.send(json!({"id": "call", "to": "alice", "sdpOffer": "o"}))
+        .await;
+    assert_eq!(again.expect("incomingCall").await["from"], "bob");
+}
+
+#[tokio::test]
+async fn malformed_input_gets_an_error_and_the_session_stays_up() {
+    let stack = stack().await;
+    let mut browser = stack.browser().await;
+    let cases = [
+        ("{not json", "invalid_json"),
+        ("[1,2]", "invalid_message"),
+        (r#"{"name":"x"}"#, "invalid_message"),
+        (r#"{"id":"dance"}"#, "unknown_id"),
+        (r#"{"id":"register"}"#, "invalid_message"),
+        (r#"{"id":"call","to":"bob"}"#, "invalid_message"),
+        (
+            r#"{"id":"incomingCallResponse","from":"a","callResponse":"maybe"}"#,
+            "invalid_message",
+        ),
+        (
+            r#"{"id":"incomingCallResponse","from":"a","callResponse":"accept"}"#,
+            "invalid_message",
+        ),
+        (
+            r#"{"id":"onIceCandidate","candidate":"text"}"#,
+            "invalid_message",
+        ),
+        (r#"{"id":"onIceCandidate"}"#, "invalid_message"),
+    ];
+    for (text, reason) in cases {
+        browser.send_text(text).await;
+        let reply = browser.expect("error").await;
+        assert_eq!(reply["reason"], reason, "{text}: {reply}");
+        assert!(
+            reply["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{reply}"
+        );
+    }
+    browser.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(browser.expect("error").await["reason"], "invalid_message");
+    browser
+        .send(json!({"id": "onIceCandidate", "candidate": candidate(1)}))
+        .await;
+    assert_eq!(
+        browser.expect("error").await["reason"],
+        "not_in_call",
+        "a candidate outside a call"
+    );
+    browser.register_ok("still-here").await;
+}
+
+#[tokio::test]
+async fn oversized_frames_close_with_1009() {
+    let stack = stack().await;
+    let mut browser = stack.browser().await;
+    let huge = format!(
+        r#"{{"id":"call","to":"bob","sdpOffer":"{}"}}"#,
+        "a".repeat(70 * 1024)
+    );
+    browser.send_text(&huge).await;
+    let frame = browser.closed().await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1009, "{frame:?}");
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused() {
+    let stack = stack().await;
+    let url = stack.ws_url();
+    let request = |origin: &str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header"));
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(request("https://evil.example")).await;
+    let status = match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    };
+    assert_eq!(status, 403);
+    let own = format!("http://{}", stack.gateway.addr("http"));
+    assert!(
+        tokio_tungstenite::connect_async(request(&own))
+            .await
+            .is_ok(),
+        "the page's own origin"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_is_throttled() {
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            gateway: &["--session-rate", "1", "--session-burst", "5"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut browser = stack.browser().await;
+    for _ in 0..20 {
+        browser.send(json!({"id": "stop"})).await;
+    }
+    let mut limited = 0;
+    for _ in 0..20 {
+        if browser.expect("error").await["reason"] == "rate_limited" {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 14,
+        "only {limited} of 20 throttled with a burst of 5"
+    );
+}
+
+#[tokio::test]
+async fn without_ice_config_registration_is_refused_and_reserves_nothing() {
+    let mut stack = stack().await;
+    // ice-config goes away: the name must not stay reserved by a failed registration.
+    stack
+        .ice_config
+        .terminate(std::time::Duration::from_secs(10))
+        .await;
+    let mut alice = stack.browser().await;
+    let reply = alice.register("alice").await;
+    assert_eq!(
+        (reply["response"].as_str(), reply["reason"].as_str()),
+        (Some("rejected"), Some("ice_config_unavailable")),
+        "{reply}"
+    );
+
+    // A second gateway on the same signaling, with a working ice-config, can take the name.
+    let config = stack.dir.path().join("stunnerd.conf");
+    let ice = testkit::Service::start(
+        &testkit::binary("ice-config"),
+        &[
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--stunner-config",
+            config.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    let gateway =
+        testkit::stack::start_gateway(&ice.url("grpc", ""), &stack.signaling.url("grpc", ""), &[])
+            .await;
+    let mut other = Browser::connect(&format!("ws://{}/one2one", gateway.addr("http"))).await;
+    other.register_ok("alice").await;
+}
