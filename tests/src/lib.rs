@@ -22,6 +22,7 @@ use tokio::{
 pub mod browser;
 pub mod coturn;
 pub mod stack;
+pub mod webdriver;
 
 pub use browser::Browser;
 pub use coturn::Coturn;

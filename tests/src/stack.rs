@@ -16,6 +16,16 @@ pub fn static_config(turn_port: u16) -> String {
     )
 }
 
+/// An ephemeral-credentials (TURN REST API) config whose listener points at `127.0.0.1:<port>`.
+pub fn ephemeral_config(turn_port: u16, secret: &str) -> String {
+    format!(
+        r#"{{"version":"v1","admin":{{"name":"stunner/udp-gateway"}},
+        "auth":{{"type":"ephemeral","credentials":{{"secret":"{secret}"}}}},
+        "listeners":[{{"name":"stunner/udp-gateway/udp-listener","protocol":"TURN-UDP",
+        "public_address":"127.0.0.1","public_port":{turn_port},"address":"$STUNNER_ADDR","port":3478}}]}}"#
+    )
+}
+
 pub struct Stack {
     pub ice_config: Service,
     pub signaling: Service,
@@ -68,6 +78,11 @@ impl Stack {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/one2one", self.gateway.addr("http"))
+    }
+
+    /// The page, as a browser opens it.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/", self.gateway.addr("http"))
     }
 
     pub async fn browser(&self) -> Browser {
