@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Starts the stack locally on 127.0.0.1 and prints where to reach it.
-# Today that is ice-config, fed from examples/stunnerd.conf (edit it while it runs: changes
-# take effect within a second).
+# Starts the whole stack locally — ice-config, signaling, gateway and an embedded TURN server, all
+# on 127.0.0.1 — and prints where to open it. Two browser tabs on that URL can call each other,
+# relay-only, with no Kubernetes. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin ice-config
-exec ./target/release/ice-config \
-    --grpc-addr "${GRPC_ADDR:-127.0.0.1:50051}" \
-    --http-addr "${HTTP_ADDR:-127.0.0.1:8088}" \
-    --stunner-config "${STUNNER_CONFIG_FILENAME:-examples/stunnerd.conf}"
+cargo build --release --quiet --bin local-stack
+exec ./target/release/local-stack "$@"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the workspace. On a fresh machine it first installs what the
-# tests need from Debian's packages (coturn: the real TURN server the tests check credentials on).
+# tests need from Debian's packages: coturn (the real TURN server credentials are checked on) and
+# Chromium with its WebDriver (real calls between real pages).
 # protoc needs no install: the build uses the one vendored by the protoc-bin-vendored crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     sudo=""

@@ -30,6 +30,39 @@ async fn two_pages_call_relay_only_through_coturn() {
     bob.quit().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pages_call_relay_only_through_the_local_stack() {
+    let static_dir = testkit::stack::static_dir();
+    let stack = testkit::Service::start(
+        &testkit::binary("local-stack"),
+        &[
+            "--http-addr",
+            "127.0.0.1:0",
+            "--turn-addr",
+            "127.0.0.1:0",
+            "--static-dir",
+            static_dir.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    let page = stack.url("http", "/");
+    let ready = stack.url("http", "/readyz");
+    testkit::eventually(PAGE, "the local stack to be ready", || async {
+        let status = reqwest::get(&ready).await.ok()?.status();
+        (status == 200).then_some(())
+    })
+    .await;
+    let driver = Driver::start().await;
+    let alice = driver.browser().await;
+    let bob = driver.browser().await;
+
+    call_and_check(&page, &alice, &bob).await;
+
+    alice.quit().await;
+    bob.quit().await;
+}
+
 /// Alice calls Bob through the page's own controls and checks what "the call works" means in
 /// `reference/browser-testing.md`.
 pub async fn call_and_check(page: &str, alice: &Browser, bob: &Browser) {

@@ -1,0 +1,145 @@
+//! The one-command local stack: ice-config, signaling and gateway in one process, plus an
+//! embedded TURN server, all on 127.0.0.1, fed a generated STUNner config. Two browser tabs on
+//! the printed URL can call each other, relay-only, with no Kubernetes.
+
+mod turn_server;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use turn_server::EmbeddedTurn;
+
+/// Runs the whole call stack locally.
+#[derive(Debug, Parser)]
+#[command(name = "local-stack", version)]
+struct Args {
+    /// Where browsers open the page.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+
+    /// The embedded TURN server (UDP).
+    #[arg(long, env = "TURN_ADDR", default_value = "127.0.0.1:3478")]
+    turn_addr: SocketAddr,
+
+    /// The folder of the browser client.
+    #[arg(long, env = "STATIC_DIR", default_value = "static")]
+    static_dir: PathBuf,
+
+    /// Credential lifetime (short, to see refreshes happen).
+    #[arg(long, env = "DEFAULT_TTL", default_value = "1h", value_parser = svc_common::parse_duration)]
+    default_ttl: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    svc_common::init_telemetry();
+
+    let secret = random_secret();
+    let turn = EmbeddedTurn::start(args.turn_addr, &secret).await?;
+    let dir = tempfile_dir()?;
+    let config = dir.join("stunnerd.conf");
+    std::fs::write(&config, stunner_config(turn.addr(), &secret))?;
+
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let grace = Duration::from_secs(5);
+    let ice = ice_config::app::Application::build(ice_config::app::Settings {
+        grpc_addr: loopback,
+        http_addr: loopback,
+        stunner_configs: vec![config],
+        poll_interval: Duration::from_millis(250),
+        ttl: ice_config::ice::TtlPolicy {
+            default: args.default_ttl,
+            max: Duration::from_secs(7 * 86_400),
+        },
+        shutdown_grace: grace,
+    })
+    .await?;
+    let signaling = signaling::app::Application::build(signaling::app::Settings {
+        grpc_addr: loopback,
+        limits: signaling::switchboard::Limits::default(),
+        shutdown_grace: grace,
+    })
+    .await?;
+    let gateway = gateway::app::Application::build(gateway::app::Settings {
+        http_addr: args.http_addr,
+        signaling_url: format!("http://{}", signaling.grpc_addr()),
+        ice_config_url: format!("http://{}", ice.grpc_addr()),
+        static_dir: args.static_dir,
+        origins: Vec::new(),
+        relay_only: true,
+        limits: gateway::session::SessionLimits {
+            rate: 50,
+            burst: 200,
+            ping_interval: Duration::from_secs(20),
+        },
+        session_queue: 256,
+        shutdown_grace: grace,
+    })
+    .await?;
+    let http = gateway.http_addr();
+    println!(
+        "local-stack listening http={http} turn={} ice-config={} signaling={}",
+        turn.addr(),
+        ice.grpc_addr(),
+        signaling.grpc_addr()
+    );
+    println!(
+        "Open http://{http}/ in two browser tabs, register two names, and call one from the other."
+    );
+
+    let stop = CancellationToken::new();
+    let mut services: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let until = |stop: &CancellationToken| stop.clone().cancelled_owned();
+    let shutdown = until(&stop);
+    services.spawn(async move { Ok(ice.run_until_stopped(shutdown).await?) });
+    let shutdown = until(&stop);
+    services.spawn(signaling.run_until_stopped(shutdown));
+    let shutdown = until(&stop);
+    services.spawn(gateway.run_until_stopped(shutdown));
+
+    let outcome = tokio::select! {
+        () = svc_common::shutdown_signal() => Ok(()),
+        Some(ended) = services.join_next() => {
+            Err(anyhow::anyhow!("a service stopped unexpectedly: {ended:?}"))
+        }
+    };
+    stop.cancel();
+    while let Some(ended) = services.join_next().await {
+        if let Ok(Err(error)) = ended {
+            tracing::warn!(%error, "service ended with an error");
+        }
+    }
+    turn.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+/// A STUNner v1 config for the embedded TURN server, with ephemeral credentials.
+fn stunner_config(turn: SocketAddr, secret: &str) -> String {
+    format!(
+        r#"{{"version":"v1","admin":{{"name":"local/turn"}},
+  "auth":{{"type":"ephemeral","realm":"{realm}","credentials":{{"secret":"{secret}"}}}},
+  "listeners":[{{"name":"local/turn/udp","protocol":"TURN-UDP","public_address":"{ip}","public_port":{port},
+    "address":"{ip}","port":{port}}}]}}"#,
+        realm = turn_server::REALM,
+        ip = turn.ip(),
+        port = turn.port(),
+    )
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A private folder for the generated config, removed on exit.
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("stunner-local-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
