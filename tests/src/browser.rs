@@ -76,6 +76,23 @@ impl Browser {
         );
     }
 
+    /// Like [`Browser::expect_nothing_pending`], but a `stopCommunication` that arrives first is
+    /// returned instead (`None` when nothing was pending).
+    pub async fn expect_nothing_pending_or_stop(&mut self) -> Option<Value> {
+        self.send(
+            json!({"id": "incomingCallResponse", "from": "~nobody", "callResponse": "reject"}),
+        )
+        .await;
+        loop {
+            let reply = self.recv().await;
+            match reply["id"].as_str() {
+                Some("stopCommunication") => return Some(reply),
+                Some("error") if reply["reason"] == "no_such_call" => return None,
+                _ => {}
+            }
+        }
+    }
+
     pub async fn register(&mut self, name: &str) -> Value {
         self.send(json!({"id": "register", "name": name})).await;
         self.expect("registerResponse").await

@@ -36,6 +36,7 @@ pub struct Stack {
 /// Extra flags per service.
 #[derive(Default)]
 pub struct Flags<'a> {
+    pub ice_config: &'a [&'a str],
     pub signaling: &'a [&'a str],
     pub gateway: &'a [&'a str],
 }
@@ -46,19 +47,16 @@ impl Stack {
         let config = dir.path().join("stunnerd.conf");
         std::fs::write(&config, stunner_config).expect("write config");
         let config = config.to_str().expect("utf-8").to_owned();
-        let ice_config = Service::start(
-            &binary("ice-config"),
-            &[
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--stunner-config",
-                &config,
-            ],
-            &[],
-        )
-        .await;
+        let mut args = vec![
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--stunner-config",
+            &config,
+        ];
+        args.extend_from_slice(flags.ice_config);
+        let ice_config = Service::start(&binary("ice-config"), &args, &[]).await;
         let mut args = vec!["--grpc-addr", "127.0.0.1:0"];
         args.extend_from_slice(flags.signaling);
         let signaling = Service::start(&binary("signaling"), &args, &[]).await;

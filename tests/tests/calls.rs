@@ -425,3 +425,131 @@ async fn without_ice_config_registration_is_refused_and_reserves_nothing() {
     let mut other = Browser::connect(&format!("ws://{}/one2one", gateway.addr("http"))).await;
     other.register_ok("alice").await;
 }
+
+#[tokio::test]
+async fn credentials_are_refreshed_before_they_expire() {
+    let stack = Stack::start(
+        &testkit::stack::ephemeral_config(3478, "refresh-secret"),
+        Flags {
+            ice_config: &["--default-ttl", "2s"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut alice = stack.browser().await;
+    let first =
+        alice.register_ok("alice").await["iceConfiguration"]["iceServers"][0]["username"].clone();
+    let expiry = |username: &Value| -> u64 {
+        username
+            .as_str()
+            .and_then(|u| u.split(':').next())
+            .and_then(|e| e.parse().ok())
+            .expect("<expiry>:<user>")
+    };
+    // Pushed at four fifths of the lifetime: fresh credentials, before the old ones expire.
+    let pushed = alice.expect("iceConfiguration").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let renewed = pushed["iceConfiguration"]["iceServers"][0]["username"].clone();
+    assert!(
+        now <= expiry(&first),
+        "pushed at {now}, after the expiry {}",
+        expiry(&first)
+    );
+    assert!(
+        expiry(&renewed) > expiry(&first),
+        "{renewed} renews {first}"
+    );
+    assert!(renewed.as_str().is_some_and(|u| u.ends_with(":alice")));
+    assert_eq!(pushed["iceConfiguration"]["iceTransportPolicy"], "relay");
+    // And again: refreshing keeps going.
+    alice.expect("iceConfiguration").await;
+}
+
+#[tokio::test]
+async fn a_silent_browser_is_closed_by_ping_liveness() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            gateway: &["--ping-interval", "200ms"],
+            ..Default::default()
+        },
+    )
+    .await;
+    // A raw socket: after the handshake it never answers pings, as a vanished browser.
+    let mut tcp = tokio::net::TcpStream::connect(stack.gateway.addr("http"))
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /one2one HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        stack.gateway.addr("http")
+    );
+    tcp.write_all(request.as_bytes()).await.expect("handshake");
+    let mut received = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.read_to_end(&mut received),
+    )
+    .await
+    .expect("the server closes the connection")
+    .expect("read");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let frames = &received[text.find("\r\n\r\n").expect("headers end") + 4..];
+    assert_eq!(frames.first(), Some(&0x89), "a ping first: {frames:?}");
+    // The close frame: 0x88, length, then the code 1008 (policy) and "no pong".
+    let close = frames
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .expect("a close frame");
+    assert_eq!(&frames[close + 2..close + 4], &1008u16.to_be_bytes());
+    assert_eq!(&frames[close + 4..], b"no pong");
+}
+
+#[tokio::test]
+async fn a_browser_that_stops_reading_is_closed_not_buffered_forever() {
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            gateway: &[
+                "--session-queue",
+                "8",
+                "--session-rate",
+                "1000000",
+                "--session-burst",
+                "1000000",
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (mut alice, mut bob) = pair(&stack).await;
+    ring(&mut alice, &mut bob).await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"})).await;
+    bob.expect("startCommunication").await;
+    // Alice stops reading; Bob floods her with candidates until her gateway gives up on her.
+    let big = json!({"id": "onIceCandidate", "candidate": {"candidate": "x".repeat(4000), "sdpMid": "0", "sdpMLineIndex": 0}});
+    let stop = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            for _ in 0..200 {
+                bob.send(big.clone()).await;
+            }
+            if let Some(stop) = bob.expect_nothing_pending_or_stop().await {
+                return stop;
+            }
+        }
+    })
+    .await
+    .expect("alice is cut off within 30s");
+    assert_eq!(stop["reason"], "peer_disconnected", "{stop}");
+    // What alice finally reads ends with the policy close.
+    let frame = alice.closed().await.expect("a close frame");
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1008, "too slow reading messages")
+    );
+}
