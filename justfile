@@ -1,6 +1,6 @@
 # Contributors' shortcuts; the README's commands work without `just`.
 
-# Run the local stack
+# Run the local stack (ice-config, signaling, gateway, embedded TURN)
 run:
     bash scripts/run.sh
 
@@ -16,3 +16,8 @@ lint:
 # Regenerate the gRPC code (build.rs does it on every build; this forces it)
 generate:
     touch proto/build.rs && cargo build -p stunner-proto
+
+# Load benchmark of the call path (release build); prints figures
+bench *ARGS:
+    cargo build --release --workspace --bins
+    ./target/release/bench {{ARGS}}

@@ -10,6 +10,7 @@ missing=()
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     sudo=""

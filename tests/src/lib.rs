@@ -197,6 +197,10 @@ impl Service {
         &self.logs
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits (up to `within`) for the process to exit; returns its exit code.
     pub async fn terminate(&mut self, within: Duration) -> Option<i32> {
         let pid = self.child.id().expect("the process is running").to_string();

@@ -83,8 +83,10 @@ impl Driver {
         let profile = tempfile::tempdir().expect("profile dir");
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| (*s).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        // Self-signed test certificates are accepted: the TLS test serves one.
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
         }}});
         let response: Value = self

@@ -164,3 +164,98 @@ async fn frames_decoded(browser: &Browser) -> u64 {
         .as_u64()
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_works_over_https_and_wss() {
+    let stack = Stack::start(&testkit::stack::static_config(3478), Flags::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = tokio::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .await
+        .expect("openssl is installed");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    let static_dir = testkit::stack::static_dir();
+    let (ice, signaling) = (
+        stack.ice_config.url("grpc", ""),
+        stack.signaling.url("grpc", ""),
+    );
+    let gateway = testkit::Service::start(
+        &testkit::binary("gateway"),
+        &[
+            "--http-addr",
+            "127.0.0.1:0",
+            "--ice-config-url",
+            &ice,
+            "--signaling-url",
+            &signaling,
+            "--static-dir",
+            static_dir.to_str().expect("utf-8"),
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    testkit::eventually(PAGE, "the TLS gateway to attach to signaling", || async {
+        gateway
+            .logs()
+            .contains("attached to signaling")
+            .then_some(())
+    })
+    .await;
+
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&format!(
+            "https://localhost:{}/",
+            gateway.addr("https").port()
+        ))
+        .await;
+    browser
+        .wait_for(
+            PAGE,
+            "a WSS connection",
+            "return app.ws && app.ws.readyState === 1 && app.ws.url.startsWith('wss://')",
+        )
+        .await;
+    browser.type_into("#name", "secure").await;
+    browser.click("#register").await;
+    browser
+        .wait_for(
+            PAGE,
+            "registration over WSS",
+            "return app.registerState === 'registered'",
+        )
+        .await;
+    browser.quit().await;
+}

@@ -11,6 +11,7 @@ use crate::{
     ice::IceClient,
     link::Link,
     session::{SessionLimits, Shared},
+    tls,
 };
 
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct Settings {
     pub limits: SessionLimits,
     /// Messages a session may fall behind by before it is closed.
     pub session_queue: usize,
+    /// PEM certificate chain and key: serve HTTPS and WSS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub shutdown_grace: Duration,
 }
 
@@ -36,6 +39,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let http = TcpListener::bind(settings.http_addr).await?;
         Ok(Self { settings, http })
+    }
+
+    /// Whether it serves HTTPS/WSS.
+    pub fn tls(&self) -> bool {
+        self.settings.tls.is_some()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -69,9 +77,22 @@ impl Application {
             origins: Origins::parse(&settings.origins),
             next_session: Arc::default(),
         };
-        let server = axum::serve(http, http::router(state, settings.static_dir.clone()))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { server.await });
+        let router = http::router(state, settings.static_dir.clone());
+        let mut server = match &settings.tls {
+            Some((cert, key)) => {
+                let acceptor = tls::acceptor(cert, key)?;
+                let serving = tls::serve(http, acceptor, router, stop.clone(), tasks.clone());
+                tokio::spawn(async move {
+                    serving.await;
+                    Ok(())
+                })
+            }
+            None => {
+                let server = axum::serve(http, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                tokio::spawn(async move { server.await })
+            }
+        };
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),

@@ -55,6 +55,14 @@ pub struct Args {
     #[arg(long, env = "PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub ping_interval: Duration,
 
+    /// PEM certificate chain: serve HTTPS and WSS (needs --tls-key).
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// How long connections may take to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -65,7 +73,8 @@ impl Args {
         let args = Self::parse();
         svc_common::init_telemetry();
         let app = Application::build(args.settings()).await?;
-        println!("gateway listening http={}", app.http_addr());
+        let scheme = if app.tls() { "https" } else { "http" };
+        println!("gateway listening {scheme}={}", app.http_addr());
         app.run_until_stopped(shutdown_signal()).await
     }
 
@@ -83,6 +92,7 @@ impl Args {
                 ping_interval: self.ping_interval,
             },
             session_queue: self.session_queue,
+            tls: self.tls_cert.zip(self.tls_key),
             shutdown_grace: self.shutdown_grace,
         }
     }

@@ -9,3 +9,4 @@ pub mod ice;
 pub mod link;
 pub mod protocol;
 pub mod session;
+pub mod tls;

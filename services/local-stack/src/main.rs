@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             ping_interval: Duration::from_secs(20),
         },
         session_queue: 256,
+        tls: None,
         shutdown_grace: grace,
     })
     .await?;

@@ -1,0 +1,290 @@
+//! Load benchmark of the call path: browsers over WebSocket → gateway → signaling → gateway,
+//! as separate processes, with 4 KB SDPs and 10 candidates per side per call. Prints figures;
+//! asserts nothing. Build the release binaries first:
+//!
+//!     cargo build --release --workspace --bins && ./target/release/bench
+//!
+//! The load generator shares the machine's cores with the servers, so server CPU is measured
+//! from /proc (user + system time of the three processes), not inferred from wall time.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use testkit::{
+    Browser, Stack,
+    stack::{Flags, static_config},
+};
+
+const CANDIDATES: usize = 10;
+
+#[tokio::main]
+async fn main() {
+    let arg = |name: &str, default: u64| -> u64 {
+        let flag = format!("--{name}=");
+        std::env::args()
+            .find_map(|a| a.strip_prefix(&flag).and_then(|v| v.parse().ok()))
+            .unwrap_or(default)
+    };
+    let pairs = arg("pairs", 200) as usize;
+    let seconds = arg("seconds", 10);
+    let light_pairs = arg("light-pairs", 100) as usize;
+    let idle = arg("idle", 5000) as usize;
+
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            gateway: &[
+                "--session-rate",
+                "1000000",
+                "--session-burst",
+                "1000000",
+                "--session-queue",
+                "4096",
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let servers =
+        [&stack.gateway, &stack.signaling, &stack.ice_config].map(|s| s.pid().expect("running"));
+    let sdp = sdp(4096);
+    let epoch = Instant::now();
+
+    println!("== throughput: {pairs} pairs calling back to back for {seconds}s");
+    let pair_set = connect_pairs(&stack, pairs, "t").await;
+    let cpu_before = cpu_ticks(&servers);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut caller, mut callee, name) in pair_set {
+        let (delivered, stop, sdp) = (delivered.clone(), stop.clone(), sdp.clone());
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            while !stop.load(Ordering::Relaxed) {
+                one_call(&mut caller, &mut callee, &name, &sdp, epoch, &mut samples).await;
+                delivered.fetch_add(24, Ordering::Relaxed);
+            }
+            samples
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut samples = Samples::default();
+    while let Some(done) = tasks.join_next().await {
+        samples.merge(done.expect("pair task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_ticks(&servers) - cpu_before;
+    let delivered = delivered.load(Ordering::Relaxed);
+    let cpu_us = cpu as f64 * 10_000.0; // 100 ticks a second
+    println!(
+        "delivered messages:        {delivered} in {elapsed:.1}s = {:.0} msg/s",
+        delivered as f64 / elapsed
+    );
+    println!(
+        "server CPU (3 processes):  {:.2} s = {:.1} us per delivered message",
+        cpu_us / 1e6,
+        cpu_us / delivered as f64
+    );
+    println!(
+        "call setup under load:     p50 {} p99 {}",
+        samples.setup.p(50.0),
+        samples.setup.p(99.0)
+    );
+
+    println!("== latency: {light_pairs} pairs, one call per second each, {seconds}s");
+    let pair_set = connect_pairs(&stack, light_pairs, "l").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut caller, mut callee, name) in pair_set {
+        let sdp = sdp.clone();
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            for _ in 0..seconds {
+                tick.tick().await;
+                one_call(&mut caller, &mut callee, &name, &sdp, epoch, &mut samples).await;
+            }
+            samples
+        });
+    }
+    let mut samples = Samples::default();
+    while let Some(done) = tasks.join_next().await {
+        samples.merge(done.expect("pair task"));
+    }
+    println!(
+        "call setup (call -> callResponse): p50 {} p99 {}",
+        samples.setup.p(50.0),
+        samples.setup.p(99.0)
+    );
+    println!(
+        "candidate relay:                   p50 {} p99 {}",
+        samples.candidate.p(50.0),
+        samples.candidate.p(99.0)
+    );
+
+    println!("== memory: {idle} idle registered sessions");
+    let rss_before = rss_kib(&servers[..2]);
+    let mut sessions = Vec::with_capacity(idle);
+    for n in 0..idle {
+        let mut browser = stack.browser().await;
+        browser.register_ok(&format!("idle{n}")).await;
+        sessions.push(browser);
+    }
+    let rss_after = rss_kib(&servers[..2]);
+    println!(
+        "gateway + signaling RSS:   {rss_before} KiB -> {rss_after} KiB = {:.1} KiB per idle session",
+        (rss_after - rss_before) as f64 / idle as f64
+    );
+}
+
+/// One whole call: offer, answer, 10 candidates each way, hang-up. 24 messages delivered.
+async fn one_call(
+    caller: &mut Browser,
+    callee: &mut Browser,
+    name: &str,
+    sdp: &str,
+    epoch: Instant,
+    samples: &mut Samples,
+) {
+    let sent = Instant::now();
+    caller
+        .send(json!({"id": "call", "to": format!("{name}-b"), "sdpOffer": sdp}))
+        .await;
+    expect(callee, "incomingCall").await;
+    callee
+        .send(json!({"id": "incomingCallResponse", "from": format!("{name}-a"), "callResponse": "accept", "sdpAnswer": sdp}))
+        .await;
+    expect(caller, "callResponse").await;
+    samples.setup.push(sent.elapsed());
+    expect(callee, "startCommunication").await;
+    for side in [&mut *caller, &mut *callee] {
+        for n in 0..CANDIDATES {
+            let stamp = epoch.elapsed().as_nanos();
+            let candidate = format!(
+                "candidate:{n} 1 udp 2122260223 10.0.0.1 {} typ relay raddr 0.0.0.0 rport 0 ts {stamp}",
+                40000 + n
+            );
+            side.send(json!({"id": "onIceCandidate", "candidate": {"candidate": candidate, "sdpMid": "0", "sdpMLineIndex": 0}}))
+                .await;
+        }
+    }
+    for side in [&mut *callee, &mut *caller] {
+        for _ in 0..CANDIDATES {
+            let message = expect(side, "iceCandidate").await;
+            let stamp: u128 = message["candidate"]["candidate"]
+                .as_str()
+                .and_then(|c| c.rsplit(' ').next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let now = epoch.elapsed().as_nanos();
+            samples.candidate.push(Duration::from_nanos(
+                u64::try_from(now.saturating_sub(stamp)).unwrap_or(0),
+            ));
+        }
+    }
+    caller.send(json!({"id": "stop"})).await;
+    expect(callee, "stopCommunication").await;
+}
+
+async fn expect(browser: &mut Browser, id: &str) -> Value {
+    let message = browser.recv().await;
+    assert_eq!(message["id"], id, "{message}");
+    message
+}
+
+async fn connect_pairs(
+    stack: &Stack,
+    pairs: usize,
+    prefix: &str,
+) -> Vec<(Browser, Browser, String)> {
+    let mut out = Vec::with_capacity(pairs);
+    for n in 0..pairs {
+        let name = format!("{prefix}{n}");
+        let mut caller = stack.browser().await;
+        caller.register_ok(&format!("{name}-a")).await;
+        let mut callee = stack.browser().await;
+        callee.register_ok(&format!("{name}-b")).await;
+        out.push((caller, callee, name));
+    }
+    out
+}
+
+fn sdp(bytes: usize) -> String {
+    let mut sdp = String::from("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    while sdp.len() < bytes {
+        sdp.push_str("a=candidate-padding:0123456789abcdef0123456789abcdef0123456789abcdef\r\n");
+    }
+    sdp.truncate(bytes);
+    sdp
+}
+
+/// user + system clock ticks of the processes.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name (which may contain spaces) start after ") ".
+            let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+            fields
+                .get(11)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + fields
+                    .get(12)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn rss_kib(pids: &[u32]) -> i64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+        .sum()
+}
+
+#[derive(Default)]
+struct Samples {
+    setup: Latencies,
+    candidate: Latencies,
+}
+
+impl Samples {
+    fn merge(&mut self, other: Samples) {
+        self.setup.0.extend(other.setup.0);
+        self.candidate.0.extend(other.candidate.0);
+    }
+}
+
+#[derive(Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    fn p(&mut self, percentile: f64) -> String {
+        if self.0.is_empty() {
+            return "-".into();
+        }
+        self.0.sort_unstable();
+        let index = ((percentile / 100.0) * (self.0.len() - 1) as f64).round() as usize;
+        format!("{:.2} ms", self.0[index].as_secs_f64() * 1000.0)
+    }
+}
