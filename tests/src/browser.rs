@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    MaybeTlsStream, WebSocketStream, connect_async_with_config,
     tungstenite::{Message, protocol::CloseFrame},
 };
 
@@ -19,7 +19,7 @@ pub struct Browser {
 
 impl Browser {
     pub async fn connect(url: &str) -> Browser {
-        let (ws, _) = connect_async(url)
+        let (ws, _) = connect_async_with_config(url, None, true)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
         Browser { ws }

@@ -35,18 +35,16 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// test (`cargo build --workspace --bins`, which `cargo test --workspace` also does).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
-    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",
-        path.display()
-    );
-    path
+    // Test binaries live in target/<profile>/deps, other binaries (the benchmark) beside the
+    // services in target/<profile>.
+    let dirs = exe.ancestors().skip(1).take(2);
+    let found = dirs.map(|dir| dir.join(name)).find(|path| path.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is missing beside {}: build the workspace binaries first (cargo build --workspace --bins)",
+            exe.display()
+        )
+    })
 }
 
 /// Polls `check` until it yields a value, or panics with `what` after `within`.

@@ -2,6 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::Endpoint;
@@ -88,8 +89,14 @@ impl Application {
                 })
             }
             None => {
-                let server = axum::serve(http, router)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                let server = axum::serve(
+                    // Small messages must not wait for Nagle's algorithm and delayed ACKs.
+                    http.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    }),
+                    router,
+                )
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
                 tokio::spawn(async move { server.await })
             }
         };

@@ -36,7 +36,7 @@ pub enum Ended {
 
 /// A session's end of the table: its queue, and how it learns it was ended.
 pub struct SessionHandle {
-    pub inbox: mpsc::Receiver<SessionMessage>,
+    pub inbox: mpsc::Receiver<Box<SessionMessage>>,
     pub ended: CancellationToken,
     reason: Arc<Mutex<Option<Ended>>>,
 }
@@ -48,7 +48,9 @@ impl SessionHandle {
 }
 
 struct Entry {
-    inbox: mpsc::Sender<SessionMessage>,
+    // Boxed: the channel allocates slots in blocks of 32, so an idle session that has received
+    // anything would otherwise hold 32 whole messages' worth of memory.
+    inbox: mpsc::Sender<Box<SessionMessage>>,
     ended: CancellationToken,
     reason: Arc<Mutex<Option<Ended>>>,
 }
@@ -179,7 +181,7 @@ impl Link {
         let Some(entry) = table.get(&session) else {
             return;
         };
-        if entry.inbox.try_send(message).is_err() {
+        if entry.inbox.try_send(Box::new(message)).is_err() {
             let entry = table.remove(&session);
             drop(table);
             if let Some(entry) = entry {

@@ -82,7 +82,7 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
             }
             message = handle.inbox.recv() => {
                 let Some(message) = message else { break None };
-                if !send(&mut socket, state.on_signaling(message)).await {
+                if !send(&mut socket, state.on_signaling(*message)).await {
                     break None;
                 }
             }
@@ -148,7 +148,8 @@ impl State {
                     return vec![register_refused("already registered", "already_registered")];
                 }
                 // Credentials first: if they cannot be had, no name is reserved.
-                match self.shared.ice.issue(&name).await {
+                // Boxed: a gRPC call future is large, and every idle session would carry its size.
+                match Box::pin(self.shared.ice.issue(&name)).await {
                     Ok(issued) => self.pending_ice = Some((issued.config, issued.refresh_in)),
                     Err(IceError::InvalidUser(_)) => {
                         return vec![register_refused(
@@ -267,7 +268,7 @@ impl State {
     /// Fresh credentials for the registered name, pushed before the current ones expire.
     async fn refresh(&mut self) -> Option<ServerMessage> {
         let name = self.name.clone()?;
-        match self.shared.ice.issue(&name).await {
+        match Box::pin(self.shared.ice.issue(&name)).await {
             Ok(issued) => {
                 self.refresh_at = issued.refresh_in.map(|d| Instant::now() + d);
                 Some(ServerMessage::IceConfiguration {

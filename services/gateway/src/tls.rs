@@ -59,6 +59,7 @@ async fn connection(
     router: Router,
     stop: CancellationToken,
 ) {
+    let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),

@@ -4,9 +4,9 @@
 use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinSet};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -118,7 +118,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(ice.into_server())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc),
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             );
         servers.spawn(async move { grpc_server.await.map_err(Error::Grpc) });

@@ -4,8 +4,8 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpIncoming;
 
 use crate::{grpc::SignalingGrpc, hub::Hub, switchboard::Limits};
 
@@ -49,7 +49,7 @@ impl Application {
             .add_service(reflection().build_v1alpha()?)
             .add_service(SignalingGrpc::new(hub, tasks.clone(), stop.clone()).into_server())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.grpc),
+                TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             );
         let mut server = tokio::spawn(server);

@@ -102,11 +102,14 @@ async fn main() {
     println!("== latency: {light_pairs} pairs, one call per second each, {seconds}s");
     let pair_set = connect_pairs(&stack, light_pairs, "l").await;
     let mut tasks = tokio::task::JoinSet::new();
-    for (mut caller, mut callee, name) in pair_set {
+    let spread = Duration::from_secs(1) / u32::try_from(light_pairs.max(1)).unwrap_or(1);
+    for (n, (mut caller, mut callee, name)) in pair_set.into_iter().enumerate() {
         let sdp = sdp.clone();
+        // Spread the pairs over the second, so the load is light rather than one burst.
+        let start = tokio::time::Instant::now() + spread * u32::try_from(n).unwrap_or(0);
         tasks.spawn(async move {
             let mut samples = Samples::default();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval_at(start, Duration::from_secs(1));
             for _ in 0..seconds {
                 tick.tick().await;
                 one_call(&mut caller, &mut callee, &name, &sdp, epoch, &mut samples).await;
