@@ -113,6 +113,11 @@ pub async fn call_and_check(page: &str, alice: &Browser, bob: &Browser) {
             )
             .await;
     }
+    // Both pages show the call's trace id, the same one, for bug reports.
+    let trace = "return document.getElementById('statTrace').textContent";
+    let shown = alice.eval(trace).await;
+    assert!(shown.as_str().is_some_and(|t| t.len() == 32), "{shown}");
+    assert_eq!(bob.eval(trace).await, shown);
     bob.wait_for(
         MEDIA,
         "remote video",

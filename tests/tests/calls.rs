@@ -86,6 +86,14 @@ async fn call_accept_candidates_and_hang_up() {
     let (mut alice, mut bob) = pair(&stack).await;
     let incoming = ring(&mut alice, &mut bob).await;
     let call_id = incoming["callId"].clone();
+    // One trace per call, shown to both parties on every message of the call.
+    let trace_id = incoming["traceId"].clone();
+    assert!(
+        trace_id
+            .as_str()
+            .is_some_and(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{incoming}"
+    );
 
     // Alice's candidates before Bob accepts are held back (his page has no peer connection yet).
     for n in 0..3 {
@@ -99,11 +107,11 @@ async fn call_accept_candidates_and_hang_up() {
     let response = alice.expect("callResponse").await;
     assert_eq!(
         response,
-        json!({"id": "callResponse", "response": "accepted", "sdpAnswer": "v=0 answer", "callId": call_id})
+        json!({"id": "callResponse", "response": "accepted", "sdpAnswer": "v=0 answer", "callId": call_id, "traceId": trace_id})
     );
     assert_eq!(
         bob.expect("startCommunication").await,
-        json!({"id": "startCommunication", "callId": call_id})
+        json!({"id": "startCommunication", "callId": call_id, "traceId": trace_id})
     );
     for n in 0..3 {
         assert_eq!(
@@ -127,7 +135,7 @@ async fn call_accept_candidates_and_hang_up() {
     alice.send(json!({"id": "stop"})).await;
     assert_eq!(
         bob.expect("stopCommunication").await,
-        json!({"id": "stopCommunication", "message": "remote user hanged out", "reason": "hang_up", "callId": call_id})
+        json!({"id": "stopCommunication", "message": "remote user hanged out", "reason": "hang_up", "callId": call_id, "traceId": trace_id})
     );
     alice.expect_nothing_pending().await;
 }
@@ -551,5 +559,42 @@ async fn a_browser_that_stops_reading_is_closed_not_buffered_forever() {
     assert_eq!(
         (u16::from(frame.code), frame.reason.as_str()),
         (1008, "too slow reading messages")
+    );
+}
+
+#[tokio::test]
+async fn a_page_traceparent_is_continued() {
+    let stack = stack().await;
+    let (mut alice, mut bob) = pair(&stack).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    alice
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o", "traceparent": traceparent}))
+        .await;
+    assert_eq!(
+        bob.expect("incomingCall").await["traceId"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // A busy refusal is answered under the refused call's own trace.
+    let mut carol = stack.browser().await;
+    carol.register_ok("carol").await;
+    carol.send(json!({"id": "call", "to": "bob", "sdpOffer": "o", "traceparent": "00-11111111111111111111111111111111-2222222222222222-01"})).await;
+    let busy = carol.expect("callResponse").await;
+    assert_eq!(
+        (busy["reason"].as_str(), busy["traceId"].as_str()),
+        (Some("busy"), Some("11111111111111111111111111111111"))
+    );
+    // A malformed one is replaced by a fresh trace.
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "reject"}))
+        .await;
+    alice.expect("callResponse").await;
+    alice
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o", "traceparent": "garbage"}))
+        .await;
+    let fresh = bob.expect("incomingCall").await["traceId"].clone();
+    assert!(
+        fresh
+            .as_str()
+            .is_some_and(|t| t.len() == 32 && t != "4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{fresh}"
     );
 }

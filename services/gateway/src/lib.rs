@@ -10,3 +10,4 @@ pub mod link;
 pub mod protocol;
 pub mod session;
 pub mod tls;
+pub mod trace;

@@ -20,6 +20,9 @@ pub enum ClientMessage {
     Call {
         to: String,
         sdp_offer: String,
+        /// W3C trace context from the page, continued by the server.
+        #[serde(default)]
+        traceparent: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     IncomingCallResponse {
@@ -75,6 +78,8 @@ pub enum ServerMessage {
         from: String,
         sdp_offer: String,
         call_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     CallResponse {
@@ -87,10 +92,14 @@ pub enum ServerMessage {
         reason: Option<&'static str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         call_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     StartCommunication {
         call_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
     },
     IceCandidate {
         candidate: IceCandidateInit,
@@ -100,6 +109,8 @@ pub enum ServerMessage {
         message: String,
         reason: &'static str,
         call_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
     },
     /// Fresh credentials before the current ones expire: apply with `setConfiguration`.
     #[serde(rename_all = "camelCase")]

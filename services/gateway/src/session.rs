@@ -2,7 +2,7 @@
 //! and writes back what signaling and ice-config answer. Holds no call state: only the pending
 //! ICE configuration between `register` and signaling's answer, and when to refresh it.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use stunner_proto::signaling::v1::{
@@ -15,6 +15,7 @@ use crate::{
     ice::{IceClient, IceError},
     link::{Ended, Link},
     protocol::{CallResponse, ClientMessage, IceConfiguration, ServerMessage, Verdict},
+    trace,
 };
 
 /// What every session of this gateway shares.
@@ -142,6 +143,7 @@ impl State {
             Ok(message) => message,
             Err(e) => return vec![error(&e.to_string(), e.reason())],
         };
+        let mut trace_context = HashMap::new();
         let body = match message {
             ClientMessage::Register { name, resume_token } => {
                 if self.name.is_some() || self.pending_ice.is_some() {
@@ -167,7 +169,18 @@ impl State {
                     resume_token: resume_token.unwrap_or_default(),
                 })
             }
-            ClientMessage::Call { to, sdp_offer } => Up::Call(pb::Call { to, sdp_offer }),
+            ClientMessage::Call {
+                to,
+                sdp_offer,
+                traceparent,
+            } => {
+                // One trace per call: the page's own, if it sent a valid one, or a new one.
+                let traceparent = traceparent
+                    .filter(|t| trace::trace_id(t).is_some())
+                    .unwrap_or_else(trace::new_traceparent);
+                trace_context.insert(trace::TRACEPARENT.to_owned(), traceparent);
+                Up::Call(pb::Call { to, sdp_offer })
+            }
             ClientMessage::IncomingCallResponse {
                 from,
                 call_response,
@@ -191,7 +204,11 @@ impl State {
             }),
             ClientMessage::Stop => Up::Stop(pb::Stop {}),
         };
-        if !self.shared.link.send(up(self.session, body)) {
+        let message = pb::GatewayMessage {
+            trace_context,
+            ..up(self.session, body)
+        };
+        if !self.shared.link.send(message) {
             self.pending_ice = None;
             return vec![error(
                 "signaling is unavailable; try again shortly",
@@ -203,6 +220,7 @@ impl State {
 
     /// What signaling says to this session, in the browser's words.
     fn on_signaling(&mut self, message: pb::SessionMessage) -> Option<ServerMessage> {
+        let trace_id = trace::trace_id_in(&message.trace_context);
         Some(match message.body? {
             Down::Registered(registered) => {
                 let (config, refresh_in) = self.pending_ice.take()?;
@@ -234,6 +252,7 @@ impl State {
                         message: Some(refused.message),
                         reason: Some(reason),
                         call_id: None,
+                        trace_id,
                     },
                     _ => error(&refused.message, reason),
                 }
@@ -242,6 +261,7 @@ impl State {
                 from: call.from,
                 sdp_offer: call.sdp_offer,
                 call_id: call.call_id,
+                trace_id,
             },
             Down::CallAccepted(accepted) => ServerMessage::CallResponse {
                 response: Verdict::Accepted,
@@ -249,9 +269,11 @@ impl State {
                 message: None,
                 reason: None,
                 call_id: Some(accepted.call_id),
+                trace_id,
             },
             Down::StartCommunication(start) => ServerMessage::StartCommunication {
                 call_id: start.call_id,
+                trace_id,
             },
             // Written by a gateway from a decoded candidate, so it decodes.
             Down::Candidate(candidate) => ServerMessage::IceCandidate {
@@ -261,6 +283,7 @@ impl State {
                 reason: reason_text(stop.reason()),
                 message: stop.message,
                 call_id: stop.call_id,
+                trace_id,
             },
         })
     }

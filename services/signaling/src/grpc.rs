@@ -91,6 +91,7 @@ fn command(message: &pb::GatewayMessage) -> Option<Command> {
         In::Call(c) => Command::Call {
             to: c.to.clone(),
             sdp_offer: c.sdp_offer.clone(),
+            trace: message.trace_context.get(TRACEPARENT).cloned(),
         },
         In::Answer(a) => Command::Answer {
             from: a.from.clone(),
@@ -102,6 +103,9 @@ fn command(message: &pb::GatewayMessage) -> Option<Command> {
         In::Closed(_) => Command::Closed,
     })
 }
+
+/// The W3C trace context key a call's trace travels under.
+const TRACEPARENT: &str = "traceparent";
 
 fn session_message(delivery: Delivery) -> pb::SessionMessage {
     let body = match delivery.event {
@@ -148,7 +152,10 @@ fn session_message(delivery: Delivery) -> pb::SessionMessage {
     pb::SessionMessage {
         session_id: delivery.to.session,
         body: Some(body),
-        trace_context: Default::default(),
+        trace_context: delivery
+            .trace
+            .map(|trace| [(TRACEPARENT.to_owned(), trace)].into())
+            .unwrap_or_default(),
     }
 }
 

@@ -44,6 +44,8 @@ pub enum Command {
     Call {
         to: String,
         sdp_offer: String,
+        /// The W3C trace context the call travels under; every delivery of the call carries it.
+        trace: Option<String>,
     },
     Answer {
         from: String,
@@ -123,6 +125,8 @@ pub enum Event {
 pub struct Delivery {
     pub to: SessionKey,
     pub event: Event,
+    /// The trace context of the call this delivery belongs to.
+    pub trace: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +172,7 @@ struct Call {
     ring_deadline: Option<Instant>,
     /// The caller's candidates, held until the callee accepts.
     to_callee: Vec<String>,
+    trace: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -176,13 +181,17 @@ enum Timer {
     Grace(Name),
 }
 
-/// Collects deliveries while one command is handled.
+/// Collects deliveries while one command is handled, under the trace of the call at hand.
 #[derive(Default)]
-struct Out(Vec<Delivery>);
+struct Out {
+    deliveries: Vec<Delivery>,
+    trace: Option<String>,
+}
 
 impl Out {
     fn send(&mut self, to: SessionKey, event: Event) {
-        self.0.push(Delivery { to, event });
+        let trace = self.trace.clone();
+        self.deliveries.push(Delivery { to, event, trace });
     }
 
     fn refuse(
@@ -228,7 +237,14 @@ impl<P: Presence> Switchboard<P> {
             Command::Register { name, resume_token } => {
                 self.register(&mut out, from, &name, resume_token)
             }
-            Command::Call { to, sdp_offer } => self.call(&mut out, now, from, &to, sdp_offer),
+            Command::Call {
+                to,
+                sdp_offer,
+                trace,
+            } => {
+                out.trace.clone_from(&trace);
+                self.call(&mut out, now, from, &to, sdp_offer, trace);
+            }
             Command::Answer {
                 from: caller,
                 accept,
@@ -240,7 +256,7 @@ impl<P: Presence> Switchboard<P> {
             Command::Stop => self.stop(&mut out, from),
             Command::Closed => self.closed(&mut out, now, from),
         }
-        out.0
+        out.deliveries
     }
 
     /// Ends every session of a gateway whose stream went away.
@@ -255,8 +271,9 @@ impl<P: Presence> Switchboard<P> {
         for key in gone {
             self.closed(&mut out, now, key);
         }
-        out.0.retain(|delivery| delivery.to.gateway != gateway);
-        out.0
+        out.deliveries
+            .retain(|delivery| delivery.to.gateway != gateway);
+        out.deliveries
     }
 
     /// The earliest pending deadline, for the runtime's timer.
@@ -278,7 +295,7 @@ impl<P: Presence> Switchboard<P> {
                 Timer::Grace(name) => self.presence.expire(&name),
             }
         }
-        out.0
+        out.deliveries
     }
 
     /// Registered names, including those held for a resume.
@@ -352,7 +369,15 @@ impl<P: Presence> Switchboard<P> {
         );
     }
 
-    fn call(&mut self, out: &mut Out, now: Instant, from: SessionKey, to: &str, sdp_offer: String) {
+    fn call(
+        &mut self,
+        out: &mut Out,
+        now: Instant,
+        from: SessionKey,
+        to: &str,
+        sdp_offer: String,
+        trace: Option<String>,
+    ) {
         let session = self.sessions.entry(from).or_default();
         let Some(caller_name) = session.name.clone() else {
             return out.refuse(
@@ -406,6 +431,7 @@ impl<P: Presence> Switchboard<P> {
                 callee_name,
                 ring_deadline: Some(deadline),
                 to_callee: Vec::new(),
+                trace,
             },
         );
         out.send(
@@ -431,10 +457,11 @@ impl<P: Presence> Switchboard<P> {
                 && call.ring_deadline.is_some()
                 && call.caller_name.as_str() == caller
         });
-        let Some((id, _)) = ringing else {
+        let Some((id, call)) = ringing else {
             let message = format!("there is no incoming call from {caller} to answer");
             return out.refuse(from, Request::Answer, Reason::NoSuchCall, message);
         };
+        out.trace.clone_from(&call.trace);
         if !accept {
             let caller = self.end_call(id).map(|call| call.caller);
             if let Some(caller) = caller {
@@ -468,6 +495,7 @@ impl<P: Presence> Switchboard<P> {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        out.trace.clone_from(&call.trace);
         if from == call.callee {
             // The caller has had its peer connection since it sent the offer.
             return out.send(call.caller, Event::Candidate(candidate));
@@ -512,6 +540,7 @@ impl<P: Presence> Switchboard<P> {
         let Some(call) = self.end_call(id) else {
             return;
         };
+        out.trace.clone_from(&call.trace);
         out.refuse(
             call.caller,
             Request::Call,
@@ -554,6 +583,7 @@ impl<P: Presence> Switchboard<P> {
         } else {
             call.caller
         };
+        let outer = std::mem::replace(&mut out.trace, call.trace.clone());
         out.send(
             peer,
             Event::StopCommunication {
@@ -562,6 +592,7 @@ impl<P: Presence> Switchboard<P> {
                 call: id,
             },
         );
+        out.trace = outer;
         true
     }
 

@@ -11,7 +11,7 @@ fn decodes_the_tutorial_messages() {
     let call = ClientMessage::decode(r#"{"id":"call","from":"x","to":"bob","sdpOffer":"v=0"}"#)
         .expect("call");
     assert!(
-        matches!(call, ClientMessage::Call { to, sdp_offer } if to == "bob" && sdp_offer == "v=0")
+        matches!(call, ClientMessage::Call { to, sdp_offer, traceparent: None } if to == "bob" && sdp_offer == "v=0")
     );
 
     // The old page's busy rejection carries a `message`.
@@ -92,6 +92,7 @@ fn encodes_the_tutorial_shapes() {
         message: Some("user declined".into()),
         reason: Some("declined"),
         call_id: None,
+        trace_id: None,
     };
     assert_eq!(
         rejected.encode(),

@@ -42,6 +42,7 @@ impl World {
         );
         let [
             Delivery {
+                trace: _,
                 to,
                 event:
                     Event::Registered {
@@ -63,6 +64,7 @@ impl World {
             Command::Call {
                 to: to.into(),
                 sdp_offer: "offer".into(),
+                trace: None,
             },
         )
     }
@@ -95,6 +97,7 @@ impl World {
 
 fn refused(to: SessionKey, request: Request, reason: Reason, message: &str) -> Delivery {
     Delivery {
+        trace: None,
         to,
         event: Event::Refused {
             request,
@@ -106,6 +109,7 @@ fn refused(to: SessionKey, request: Request, reason: Reason, message: &str) -> D
 
 fn stop(to: SessionKey, reason: Reason, message: &str, call: CallId) -> Delivery {
     Delivery {
+        trace: None,
         to,
         event: Event::StopCommunication {
             reason,
@@ -117,6 +121,7 @@ fn stop(to: SessionKey, reason: Reason, message: &str, call: CallId) -> Delivery
 
 fn candidate(to: SessionKey, text: &str) -> Delivery {
     Delivery {
+        trace: None,
         to,
         event: Event::Candidate(text.into()),
     }
@@ -126,6 +131,7 @@ fn incoming(out: &[Delivery]) -> CallId {
     match out {
         [
             Delivery {
+                trace: _,
                 to: BOB,
                 event:
                     Event::IncomingCall {
@@ -204,6 +210,7 @@ fn call_accept_and_hang_up() {
         w.answer(BOB, "alice", true),
         [
             Delivery {
+                trace: None,
                 to: ALICE,
                 event: Event::CallAccepted {
                     sdp_answer: "answer".into(),
@@ -211,6 +218,7 @@ fn call_accept_and_hang_up() {
                 }
             },
             Delivery {
+                trace: None,
                 to: BOB,
                 event: Event::StartCommunication { call: id }
             },
@@ -425,6 +433,7 @@ fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
     assert_eq!(
         out[1],
         Delivery {
+            trace: None,
             to: BOB,
             event: Event::StartCommunication { call: id }
         }
@@ -566,6 +575,7 @@ fn resume_within_the_grace_period() {
     assert_eq!(
         out,
         [Delivery {
+            trace: None,
             to: again,
             event: Event::Registered {
                 name: Name::parse("alice").expect("valid"),
@@ -578,7 +588,7 @@ fn resume_within_the_grace_period() {
     w.register(BOB, "bob");
     let out = w.call(BOB, "alice");
     assert!(
-        matches!(out.as_slice(), [Delivery { to, event: Event::IncomingCall { .. } }] if *to == again),
+        matches!(out.as_slice(), [Delivery { trace: _, to, event: Event::IncomingCall { .. } }] if *to == again),
         "{out:?}"
     );
 }
@@ -615,6 +625,7 @@ fn a_reload_displaces_the_old_session() {
                 "alice signed in elsewhere"
             ),
             Delivery {
+                trace: None,
                 to: reload,
                 event: Event::Registered {
                     name: Name::parse("alice").expect("valid"),
@@ -672,4 +683,57 @@ fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
     );
     assert_eq!(w.board.sessions(), 1);
     assert_eq!(w.board.calls(), 0);
+}
+
+#[test]
+fn every_delivery_of_a_call_carries_its_trace() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    w.register(CAROL, "carol");
+    let trace = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned());
+    let call = |to: &str| Command::Call {
+        to: to.into(),
+        sdp_offer: "o".into(),
+        trace: trace.clone(),
+    };
+    let traces = |out: &[Delivery]| out.iter().map(|d| d.trace.clone()).collect::<Vec<_>>();
+
+    assert_eq!(
+        traces(&w.send(ALICE, call("bob"))),
+        vec![trace.clone()],
+        "incomingCall"
+    );
+    assert_eq!(
+        traces(&w.send(ALICE, Command::Candidate("c".into()))),
+        [],
+        "buffered"
+    );
+    assert_eq!(
+        traces(&w.send(CAROL, call("bob"))),
+        vec![trace.clone()],
+        "a busy refusal"
+    );
+    assert_eq!(
+        traces(&w.answer(BOB, "alice", true)),
+        vec![trace.clone(); 3],
+        "accepted, start, flushed candidate"
+    );
+    assert_eq!(
+        traces(&w.send(BOB, Command::Candidate("b".into()))),
+        vec![trace.clone()]
+    );
+    assert_eq!(
+        traces(&w.send(ALICE, Command::Stop)),
+        vec![trace.clone()],
+        "stopCommunication"
+    );
+    let out = w.send(
+        ALICE,
+        Command::Register {
+            name: "x".into(),
+            resume_token: None,
+        },
+    );
+    assert_eq!(traces(&out), [None], "outside a call, no trace");
 }

@@ -1,0 +1,72 @@
+//! W3C trace context (`traceparent`) for calls: one per call, continued from the page when it
+//! sends one, carried through signaling with the call, and shown to both parties as `traceId`
+//! so a user's bug report can be found in the traces.
+
+use std::collections::HashMap;
+
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A fresh, sampled `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-01`.
+pub fn new_traceparent() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
+    // An all-zero id is invalid; with 128 random bits this guards a theoretical case only.
+    bytes[0] |= 1;
+    bytes[16] |= 1;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("00-{}-{}-01", &hex[..32], &hex[32..])
+}
+
+/// The trace id of a valid version-00 `traceparent`.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let valid = parts.next().is_none()
+        && version == "00"
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(parent, 16)
+        && nonzero(parent)
+        && hex(flags, 2);
+    valid.then_some(trace)
+}
+
+/// The trace id carried in gRPC trace metadata, if any.
+pub fn trace_id_in(context: &HashMap<String, String>) -> Option<String> {
+    context
+        .get(TRACEPARENT)
+        .and_then(|t| trace_id(t))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents() {
+        let fresh = new_traceparent();
+        assert_eq!(trace_id(&fresh).map(str::len), Some(32), "{fresh}");
+        assert_ne!(new_traceparent(), fresh);
+        let w3c = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(trace_id(w3c), Some("0af7651916cd43dd8448eb211c80319c"));
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+        ] {
+            assert_eq!(trace_id(bad), None, "{bad}");
+        }
+    }
+}
