@@ -68,7 +68,11 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        let reply = error("binary frames are not part of this protocol", "invalid_message");
+                        let reply = if state.bucket.take() {
+                            error("binary frames are not part of this protocol", "invalid_message")
+                        } else {
+                            error("too many messages; slow down", "rate_limited")
+                        };
                         if !send(&mut socket, Some(reply)).await {
                             break None;
                         }
