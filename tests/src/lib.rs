@@ -21,6 +21,7 @@ use tokio::{
 
 pub mod browser;
 pub mod coturn;
+pub mod otlp;
 pub mod stack;
 pub mod webdriver;
 

@@ -36,6 +36,8 @@ pub struct Stack {
 /// Extra flags per service.
 #[derive(Default)]
 pub struct Flags<'a> {
+    /// Environment for all three services.
+    pub env: &'a [(&'a str, &'a str)],
     pub ice_config: &'a [&'a str],
     pub signaling: &'a [&'a str],
     pub gateway: &'a [&'a str],
@@ -56,11 +58,12 @@ impl Stack {
             &config,
         ];
         args.extend_from_slice(flags.ice_config);
-        let ice_config = Service::start(&binary("ice-config"), &args, &[]).await;
+        let ice_config = Service::start(&binary("ice-config"), &args, flags.env).await;
         let mut args = vec!["--grpc-addr", "127.0.0.1:0"];
         args.extend_from_slice(flags.signaling);
-        let signaling = Service::start(&binary("signaling"), &args, &[]).await;
-        let gateway = start_gateway(
+        let signaling = Service::start(&binary("signaling"), &args, flags.env).await;
+        let gateway = start_gateway_with(
+            flags.env,
             &ice_config.url("grpc", ""),
             &signaling.url("grpc", ""),
             flags.gateway,
@@ -90,6 +93,16 @@ impl Stack {
 
 /// A gateway on port 0, ready (attached to signaling) when this returns.
 pub async fn start_gateway(ice_config_url: &str, signaling_url: &str, extra: &[&str]) -> Service {
+    start_gateway_with(&[], ice_config_url, signaling_url, extra).await
+}
+
+/// [`start_gateway`] with environment variables.
+pub async fn start_gateway_with(
+    env: &[(&str, &str)],
+    ice_config_url: &str,
+    signaling_url: &str,
+    extra: &[&str],
+) -> Service {
     let static_dir = static_dir();
     let static_dir = static_dir.to_str().expect("utf-8");
     let mut args = vec![
@@ -103,7 +116,7 @@ pub async fn start_gateway(ice_config_url: &str, signaling_url: &str, extra: &[&
         static_dir,
     ];
     args.extend_from_slice(extra);
-    let gateway = Service::start(&binary("gateway"), &args, &[]).await;
+    let gateway = Service::start(&binary("gateway"), &args, env).await;
     let ready = gateway.url("http", "/readyz");
     eventually(
         Duration::from_secs(10),

@@ -2,20 +2,52 @@
 
 use std::{io::IsTerminal, time::Duration};
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+pub mod telemetry;
+
+pub use telemetry::Telemetry;
+
 /// Installs the global `tracing` subscriber: structured events to stderr, filtered by
-/// `RUST_LOG` (default `info`), coloured only on a terminal. Call once, at startup.
-pub fn init_telemetry() {
+/// `RUST_LOG` (default `info`), as JSON when `LOG_FORMAT=json`, coloured only on a terminal;
+/// and, when an OTLP endpoint is configured by the standard `OTEL_*` variables, spans exported
+/// over OTLP/gRPC. Call once, at startup, inside the tokio runtime (the exporter's channel
+/// needs it); call [`Telemetry::shutdown`] before exiting so buffered spans are sent.
+pub fn init_telemetry(service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let ansi = std::io::stderr().is_terminal();
+    let text = (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_ansi(ansi));
+    let json = json.then(|| {
+        fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+    });
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (provider, problem) = match telemetry::exporter_configured() {
+        false => (None, None),
+        true => match telemetry::provider(service) {
+            Ok(provider) => (Some(provider), None),
+            Err(error) => (None, Some(error)),
+        },
+    };
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(otel)
+        .with(text)
+        .with(json)
         .init();
+    if let Some(error) = problem {
+        tracing::error!(%error, "OpenTelemetry export disabled");
+    }
+    Telemetry { provider }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -71,11 +71,16 @@ pub struct Args {
 impl Args {
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        svc_common::init_telemetry();
-        let app = Application::build(args.settings()).await?;
-        let scheme = if app.tls() { "https" } else { "http" };
-        println!("gateway listening {scheme}={}", app.http_addr());
-        app.run_until_stopped(shutdown_signal()).await
+        let telemetry = svc_common::init_telemetry("gateway");
+        let run = async {
+            let app = Application::build(args.settings()).await?;
+            let scheme = if app.tls() { "https" } else { "http" };
+            println!("gateway listening {scheme}={}", app.http_addr());
+            app.run_until_stopped(shutdown_signal()).await
+        };
+        let outcome = run.await;
+        telemetry.shutdown().await;
+        outcome
     }
 
     pub fn settings(self) -> Settings {

@@ -44,21 +44,34 @@ impl IceClient {
     }
 
     /// Credentials for `user`.
+    /// Credentials for `user`, under a client span whose W3C context travels in the metadata.
+    #[tracing::instrument(
+        name = "iceconfig.v1.IceConfigService/GetIceConfig",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "iceconfig.v1.IceConfigService",
+            rpc.method = "GetIceConfig",
+            rpc.grpc.status_code = tracing::field::Empty,
+        )
+    )]
     pub async fn issue(&self, user: &str) -> Result<Issued, IceError> {
-        let request = GetIceConfigRequest {
+        let mut request = tonic::Request::new(GetIceConfigRequest {
             user_id: user.to_owned(),
             ice_transport_policy: self.policy.into(),
             ..Default::default()
-        };
-        let answer = self
-            .client
-            .clone()
-            .get_ice_config(request)
-            .await
-            .map_err(|status| match status.code() {
-                Code::InvalidArgument => IceError::InvalidUser(status.message().to_owned()),
-                _ => IceError::Unavailable(status.message().to_owned()),
-            })?;
+        });
+        svc_common::telemetry::inject_current(request.metadata_mut());
+        let answer = self.client.clone().get_ice_config(request).await;
+        let code = answer
+            .as_ref()
+            .map_or_else(tonic::Status::code, |_| Code::Ok);
+        tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+        let answer = answer.map_err(|status| match status.code() {
+            Code::InvalidArgument => IceError::InvalidUser(status.message().to_owned()),
+            _ => IceError::Unavailable(status.message().to_owned()),
+        })?;
         let answer = answer.into_inner();
         // Renew at four fifths of the lifetime, well before the TURN server refuses them.
         let refresh_in = answer

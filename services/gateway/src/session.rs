@@ -10,6 +10,7 @@ use stunner_proto::signaling::v1::{
 };
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     ice::{IceClient, IceError},
@@ -155,7 +156,15 @@ impl State {
                 }
                 // Credentials first: if they cannot be had, no name is reserved.
                 // Boxed: a gRPC call future is large, and every idle session would carry its size.
-                match Box::pin(self.shared.ice.issue(&name)).await {
+                // Registration is a trace of its own, including the ice-config request.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "register",
+                    otel.kind = "server",
+                    enduser.id = %name,
+                    session = self.session,
+                );
+                match Box::pin(self.shared.ice.issue(&name).instrument(span)).await {
                     Ok(issued) => self.pending_ice = Some((issued.config, issued.refresh_in)),
                     Err(IceError::InvalidUser(_)) => {
                         return vec![register_refused(

@@ -56,17 +56,21 @@ impl Args {
     /// The whole binary: parse flags, set up logging, run until SIGINT/SIGTERM.
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        svc_common::init_telemetry();
-        let settings = args.settings()?;
-        let app = Application::build(settings).await?;
-        // One line on stdout, for people and for tests that bind port 0.
-        println!(
-            "ice-config listening grpc={} http={}",
-            app.grpc_addr(),
-            app.http_addr()
-        );
-        app.run_until_stopped(shutdown_signal()).await?;
-        Ok(())
+        let telemetry = svc_common::init_telemetry("ice-config");
+        let run = async {
+            let app = Application::build(args.settings()?).await?;
+            // One line on stdout, for people and for tests that bind port 0.
+            println!(
+                "ice-config listening grpc={} http={}",
+                app.grpc_addr(),
+                app.http_addr()
+            );
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(())
+        };
+        let outcome = run.await;
+        telemetry.shutdown().await;
+        outcome
     }
 
     pub fn settings(self) -> anyhow::Result<Settings> {

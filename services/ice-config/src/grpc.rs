@@ -14,6 +14,7 @@ use stunner_proto::iceconfig::v1::{
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     ice::{
@@ -86,24 +87,35 @@ type IceConfigStream = Pin<Box<dyn Stream<Item = Result<pb::IceConfig, Status>> 
 
 #[tonic::async_trait]
 impl IceConfigService for IceConfigGrpc {
-    #[tracing::instrument(name = "GetIceConfig", skip_all, fields(user = %request.get_ref().user_id))]
     async fn get_ice_config(
         &self,
         request: Request<pb::GetIceConfigRequest>,
     ) -> Result<Response<pb::IceConfig>, Status> {
-        let request = self.parse(request.into_inner())?;
-        let config = self.answer(&self.store.snapshot(), &request)?;
-        Ok(Response::new(to_proto(config)))
+        let span = server_span("GetIceConfig", &request);
+        let answer = async {
+            let answer = self
+                .parse(request.into_inner())
+                .and_then(|request| self.answer(&self.store.snapshot(), &request));
+            record_status(&answer);
+            answer
+        }
+        .instrument(span)
+        .await;
+        Ok(Response::new(to_proto(answer?)))
     }
 
     type WatchIceConfigStream = IceConfigStream;
 
-    #[tracing::instrument(name = "WatchIceConfig", skip_all, fields(user = %request.get_ref().user_id))]
     async fn watch_ice_config(
         &self,
         request: Request<pb::GetIceConfigRequest>,
     ) -> Result<Response<Self::WatchIceConfigStream>, Status> {
-        let request = self.parse(request.into_inner())?;
+        let span = server_span("WatchIceConfig", &request);
+        let request = span.in_scope(|| {
+            let request = self.parse(request.into_inner());
+            record_status(&request);
+            request
+        })?;
         let watch = Watch {
             service: self.clone(),
             changes: self.store.subscribe(),
@@ -180,6 +192,31 @@ impl Watch {
             }
         }
     }
+}
+
+/// A server span named and attributed by the OpenTelemetry RPC conventions, continuing the
+/// caller's trace from the request metadata.
+fn server_span(method: &'static str, request: &Request<pb::GetIceConfigRequest>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = format!("iceconfig.v1.IceConfigService/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "iceconfig.v1.IceConfigService",
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        enduser.id = request.get_ref().user_id.as_str(),
+    );
+    svc_common::telemetry::continue_from(&span, request.metadata());
+    span
+}
+
+/// Records the gRPC status code on the current span, as the RPC conventions name it.
+fn record_status<T>(outcome: &Result<T, Status>) {
+    let code = outcome
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    tracing::Span::current().record("rpc.grpc.status_code", code as i32);
 }
 
 /// Parses a request into domain values; empty strings and zero mean "not given".

@@ -36,7 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    svc_common::init_telemetry();
+    let telemetry = svc_common::init_telemetry("local-stack");
 
     let secret = random_secret();
     let turn = EmbeddedTurn::start(args.turn_addr, &secret).await?;
@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     }
     turn.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+    telemetry.shutdown().await;
     outcome
 }
 

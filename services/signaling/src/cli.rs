@@ -38,18 +38,23 @@ pub struct Args {
 impl Args {
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        svc_common::init_telemetry();
-        let app = Application::build(Settings {
-            grpc_addr: args.grpc_addr,
-            limits: Limits {
-                ring_timeout: args.ring_timeout,
-                resume_grace: args.resume_grace,
-                max_buffered_candidates: args.max_buffered_candidates,
-            },
-            shutdown_grace: args.shutdown_grace,
-        })
-        .await?;
-        println!("signaling listening grpc={}", app.grpc_addr());
-        app.run_until_stopped(shutdown_signal()).await
+        let telemetry = svc_common::init_telemetry("signaling");
+        let run = async {
+            let app = Application::build(Settings {
+                grpc_addr: args.grpc_addr,
+                limits: Limits {
+                    ring_timeout: args.ring_timeout,
+                    resume_grace: args.resume_grace,
+                    max_buffered_candidates: args.max_buffered_candidates,
+                },
+                shutdown_grace: args.shutdown_grace,
+            })
+            .await?;
+            println!("signaling listening grpc={}", app.grpc_addr());
+            app.run_until_stopped(shutdown_signal()).await
+        };
+        let outcome = run.await;
+        telemetry.shutdown().await;
+        outcome
     }
 }
