@@ -102,3 +102,127 @@ async fn without_an_endpoint_the_services_start_quietly() {
         assert!(noisy.is_empty(), "{noisy:?}");
     }
 }
+
+/// One call setup is one trace across the three processes: the caller's `call` in its gateway,
+/// the routing in signaling, each delivery in the gateways, the callee's answer and its routing.
+#[tokio::test]
+async fn a_call_is_one_trace_across_the_three_services() {
+    use serde_json::json;
+    let collector = Receiver::start().await;
+    let endpoint = collector.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            env: &env,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut alice = stack.browser().await;
+    let mut bob = stack.browser().await;
+    alice.register_ok("alice").await;
+    bob.register_ok("bob").await;
+
+    alice
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "v=0 secret-offer"}))
+        .await;
+    let incoming = bob.expect("incomingCall").await;
+    alice.send(json!({"id": "onIceCandidate", "candidate": {"candidate": "candidate:1 1 udp 1 127.0.0.1 40000 typ relay", "sdpMid": "0", "sdpMLineIndex": 0}})).await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "v=0 secret-answer"})).await;
+    let accepted = alice.expect("callResponse").await;
+    bob.expect("startCommunication").await;
+    bob.expect("iceCandidate").await;
+    let trace_id = incoming["traceId"].as_str().expect("traceId").to_owned();
+    assert_eq!(accepted["traceId"], trace_id.as_str());
+    let call_id = incoming["callId"].as_str().expect("callId").to_owned();
+
+    let names = [
+        "call",
+        "route call",
+        "incomingCall",
+        "incomingCallResponse",
+        "route answer",
+        "callResponse",
+        "startCommunication",
+        "iceCandidate",
+    ];
+    let spans = testkit::eventually(EXPORT, "the call's spans", || async {
+        let spans: Vec<Span> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect();
+        names
+            .iter()
+            .all(|n| spans.iter().any(|s| s.name == *n))
+            .then_some(spans)
+    })
+    .await;
+    let one = |name: &str| spans.iter().find(|s| s.name == name).cloned().expect(name);
+    let (call, route, incoming_span, answer, route_answer) = (
+        one("call"),
+        one("route call"),
+        one("incomingCall"),
+        one("incomingCallResponse"),
+        one("route answer"),
+    );
+
+    // Where each step ran, and what it continues from.
+    assert_eq!(
+        (call.service.as_str(), call.parent_span_id.as_str()),
+        ("gateway", ""),
+        "the call starts the trace"
+    );
+    assert_eq!(call.attribute("enduser.id"), Some("alice"));
+    assert_eq!(
+        (route.service.as_str(), route.parent_span_id.as_str()),
+        ("signaling", call.span_id.as_str())
+    );
+    assert_eq!(
+        (
+            incoming_span.service.as_str(),
+            incoming_span.parent_span_id.as_str()
+        ),
+        ("gateway", route.span_id.as_str())
+    );
+    assert_eq!(
+        (answer.service.as_str(), answer.parent_span_id.as_str()),
+        ("gateway", route.span_id.as_str())
+    );
+    assert_eq!(
+        (
+            route_answer.service.as_str(),
+            route_answer.parent_span_id.as_str()
+        ),
+        ("signaling", answer.span_id.as_str())
+    );
+    for name in ["callResponse", "startCommunication", "iceCandidate"] {
+        let step = one(name);
+        assert_eq!(
+            step.parent_span_id, route.span_id,
+            "{name} continues the routed call"
+        );
+        assert_eq!(step.attribute("call.id"), Some(call_id.as_str()), "{name}");
+    }
+    assert_eq!(route.attribute("rpc.system"), Some("grpc"));
+    assert_eq!(
+        route.attribute("rpc.service"),
+        Some("signaling.v1.SignalingService")
+    );
+    // Neither SDP bodies nor credentials are in any span.
+    for span in collector.spans() {
+        for (key, value) in &span.attributes {
+            assert!(
+                !value.contains("secret-offer")
+                    && !value.contains("secret-answer")
+                    && !value.contains("pass-1"),
+                "{} {key}={value}",
+                span.name
+            );
+        }
+    }
+}

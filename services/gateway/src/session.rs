@@ -45,6 +45,7 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
         shared: shared.clone(),
         pending_ice: None,
         name: None,
+        call_trace: None,
         refresh_at: None,
         bucket: TokenBucket::new(shared.limits.rate, shared.limits.burst),
     };
@@ -134,6 +135,8 @@ struct State {
     pending_ice: Option<(IceConfiguration, Option<Duration>)>,
     /// The name signaling confirmed.
     name: Option<String>,
+    /// The id and trace context of the call this session is in, as signaling last told it.
+    call_trace: Option<(String, String)>,
     refresh_at: Option<Instant>,
     bucket: TokenBucket,
 }
@@ -149,6 +152,8 @@ impl State {
             Err(e) => return vec![error(&e.to_string(), e.reason())],
         };
         let mut trace_context = HashMap::new();
+        // Kept open until the message is on its way to signaling.
+        let mut step: Option<tracing::Span> = None;
         let body = match message {
             ClientMessage::Register { name, resume_token } => {
                 if self.name.is_some() || self.pending_ice.is_some() {
@@ -188,10 +193,10 @@ impl State {
                 traceparent,
             } => {
                 // One trace per call: the page's own, if it sent a valid one, or a new one.
-                let traceparent = traceparent
-                    .filter(|t| trace::trace_id(t).is_some())
-                    .unwrap_or_else(trace::new_traceparent);
+                let caller = self.name.as_deref().unwrap_or_default();
+                let (span, traceparent) = trace::call_span(caller, &to, traceparent.as_deref());
                 trace_context.insert(trace::TRACEPARENT.to_owned(), traceparent);
+                step = Some(span);
                 Up::Call(pb::Call { to, sdp_offer })
             }
             ClientMessage::IncomingCallResponse {
@@ -200,6 +205,13 @@ impl State {
                 sdp_answer,
             } => {
                 let accept = call_response == CallResponse::Accept;
+                // The answer continues the trace of the call it answers.
+                if let Some((call_id, traceparent)) = &self.call_trace {
+                    let (span, onward) =
+                        trace::step_span("incomingCallResponse", call_id, traceparent);
+                    trace_context.insert(trace::TRACEPARENT.to_owned(), onward);
+                    step = Some(span);
+                }
                 if accept && sdp_answer.as_deref().is_none_or(str::is_empty) {
                     return vec![error(
                         "an accepted call needs an sdpAnswer",
@@ -221,7 +233,9 @@ impl State {
             trace_context,
             ..up(self.session, body)
         };
-        if !self.shared.link.send(message) {
+        let sent = self.shared.link.send(message);
+        drop(step);
+        if !sent {
             self.pending_ice = None;
             return vec![error(
                 "signaling is unavailable; try again shortly",
@@ -234,6 +248,33 @@ impl State {
     /// What signaling says to this session, in the browser's words.
     fn on_signaling(&mut self, message: pb::SessionMessage) -> Option<ServerMessage> {
         let trace_id = trace::trace_id_in(&message.trace_context);
+        let body = message.body?;
+        // Each delivery of a call is a step of the call's trace.
+        let _step = match (
+            message.trace_context.get(trace::TRACEPARENT),
+            delivery(&body),
+        ) {
+            (Some(traceparent), Some((step, call_id))) => {
+                // Candidates name no call: they belong to the one this session is in.
+                let known = self.call_trace.as_ref().map(|(id, _)| id.clone());
+                let call_id = Some(call_id)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .or(known)
+                    .unwrap_or_default();
+                let (span, _) = trace::step_span(step, &call_id, traceparent);
+                self.call_trace = match &body {
+                    Down::StopCommunication(_) | Down::Refused(_) => None,
+                    _ => Some((call_id, traceparent.clone())),
+                };
+                Some(span)
+            }
+            _ => None,
+        };
+        let message = pb::SessionMessage {
+            body: Some(body),
+            ..message
+        };
         Some(match message.body? {
             Down::Registered(registered) => {
                 let (config, refresh_in) = self.pending_ice.take()?;
@@ -318,6 +359,19 @@ impl State {
             }
         }
     }
+}
+
+/// The browser message id a delivery becomes, and its call id, for the call's trace.
+fn delivery(body: &Down) -> Option<(&'static str, &str)> {
+    Some(match body {
+        Down::IncomingCall(call) => ("incomingCall", &call.call_id),
+        Down::CallAccepted(accepted) => ("callResponse", &accepted.call_id),
+        Down::StartCommunication(start) => ("startCommunication", &start.call_id),
+        Down::StopCommunication(stop) => ("stopCommunication", &stop.call_id),
+        Down::Candidate(_) => ("iceCandidate", ""),
+        Down::Refused(refused) if refused.request() == pb::Request::Call => ("callResponse", ""),
+        Down::Registered(_) | Down::Refused(_) => return None,
+    })
 }
 
 /// Writes replies; `false` once the socket is gone.

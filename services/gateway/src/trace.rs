@@ -38,6 +38,44 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     valid.then_some(trace)
 }
 
+/// The span of a browser's `call`: the root of the call's trace, or a child of the page's own
+/// `traceparent`; and the `traceparent` that carries it on to signaling (a fresh one when no
+/// spans are exported).
+pub fn call_span(caller: &str, callee: &str, page: Option<&str>) -> (tracing::Span, String) {
+    let page = page.filter(|t| trace_id(t).is_some());
+    let span = tracing::info_span!(
+        parent: None,
+        "call",
+        otel.kind = "server",
+        enduser.id = caller,
+        peer = callee,
+    );
+    if let Some(page) = page {
+        svc_common::telemetry::continue_traceparent(&span, page);
+    }
+    let traceparent = span
+        .in_scope(svc_common::telemetry::current_traceparent)
+        .or_else(|| page.map(str::to_owned))
+        .unwrap_or_else(new_traceparent);
+    (span, traceparent)
+}
+
+/// A span for one step of a call (a delivery to the browser, the callee's answer) under the
+/// call's `traceparent`, and the `traceparent` to send on.
+pub fn step_span(step: &'static str, call_id: &str, traceparent: &str) -> (tracing::Span, String) {
+    let span = tracing::info_span!(
+        "step",
+        otel.name = step,
+        otel.kind = "server",
+        call.id = call_id
+    );
+    svc_common::telemetry::continue_traceparent(&span, traceparent);
+    let onward = span
+        .in_scope(svc_common::telemetry::current_traceparent)
+        .unwrap_or_else(|| traceparent.to_owned());
+    (span, onward)
+}
+
 /// The trace id carried in gRPC trace metadata, if any.
 pub fn trace_id_in(context: &HashMap<String, String>) -> Option<String> {
     context

@@ -59,7 +59,9 @@ impl SignalingService for SignalingGrpc {
                 };
                 match message {
                     Ok(Some(message)) => match command(&message) {
-                        Some(command) => hub.handle(gateway, message.session_id, command),
+                        Some((command, span)) => {
+                            span.in_scope(|| hub.handle(gateway, message.session_id, command));
+                        }
                         None => tracing::warn!(
                             gateway,
                             session = message.session_id,
@@ -82,8 +84,22 @@ impl SignalingService for SignalingGrpc {
     }
 }
 
-fn command(message: &pb::GatewayMessage) -> Option<Command> {
-    Some(match message.body.as_ref()? {
+/// The command a gateway message carries, and the span it is routed under: calls and answers
+/// continue the trace of the call they belong to; the rest are not traced.
+fn command(message: &pb::GatewayMessage) -> Option<(Command, tracing::Span)> {
+    let incoming = message.trace_context.get(TRACEPARENT);
+    let span = match (message.body.as_ref()?, incoming) {
+        (In::Call(c), Some(traceparent)) => routing_span("route call", traceparent, &c.to),
+        (In::Answer(a), Some(traceparent)) => routing_span("route answer", traceparent, &a.from),
+        _ => tracing::Span::none(),
+    };
+    // The call's deliveries continue from the routing span, or from the gateway's span when
+    // nothing is exported here.
+    let trace = || {
+        span.in_scope(svc_common::telemetry::current_traceparent)
+            .or_else(|| incoming.cloned())
+    };
+    let command = match message.body.as_ref()? {
         In::Register(r) => Command::Register {
             name: r.name.clone(),
             resume_token: (!r.resume_token.is_empty()).then(|| r.resume_token.clone()),
@@ -91,7 +107,7 @@ fn command(message: &pb::GatewayMessage) -> Option<Command> {
         In::Call(c) => Command::Call {
             to: c.to.clone(),
             sdp_offer: c.sdp_offer.clone(),
-            trace: message.trace_context.get(TRACEPARENT).cloned(),
+            trace: trace(),
         },
         In::Answer(a) => Command::Answer {
             from: a.from.clone(),
@@ -101,7 +117,23 @@ fn command(message: &pb::GatewayMessage) -> Option<Command> {
         In::Candidate(c) => Command::Candidate(c.candidate_json.clone()),
         In::Stop(_) => Command::Stop,
         In::Closed(_) => Command::Closed,
-    })
+    };
+    Some((command, span))
+}
+
+/// A span for routing one call message, continuing the sender's trace.
+fn routing_span(name: &'static str, traceparent: &str, peer: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "route",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "signaling.v1.SignalingService",
+        rpc.method = "Attach",
+        peer = peer,
+    );
+    svc_common::telemetry::continue_traceparent(&span, traceparent);
+    span
 }
 
 /// The W3C trace context key a call's trace travels under.
