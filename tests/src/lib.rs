@@ -48,6 +48,17 @@ pub fn binary(name: &str) -> PathBuf {
     })
 }
 
+/// The value of one sample (`name{labels}`, exactly as rendered) in a Prometheus/OpenMetrics
+/// text body; `None` when there is no such sample.
+pub fn metric(body: &str, sample: &str) -> Option<f64> {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+}
+
 /// Polls `check` until it yields a value, or panics with `what` after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where

@@ -59,7 +59,7 @@ impl Stack {
         ];
         args.extend_from_slice(flags.ice_config);
         let ice_config = Service::start(&binary("ice-config"), &args, flags.env).await;
-        let mut args = vec!["--grpc-addr", "127.0.0.1:0"];
+        let mut args = vec!["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
         args.extend_from_slice(flags.signaling);
         let signaling = Service::start(&binary("signaling"), &args, flags.env).await;
         let gateway = start_gateway_with(

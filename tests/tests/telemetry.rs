@@ -226,3 +226,104 @@ async fn a_call_is_one_trace_across_the_three_services() {
         }
     }
 }
+
+/// `/metrics` on signaling and the gateway moves as calls succeed and fail.
+#[tokio::test]
+async fn metrics_follow_calls_and_failures() {
+    use serde_json::json;
+    use testkit::metric;
+    let stack = Stack::start(&static_config(3478), Flags::default()).await;
+    let get = |url: String| async move {
+        reqwest::get(url)
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body")
+    };
+    let signaling = || get(stack.signaling.url("http", "/metrics"));
+    let gateway = || get(stack.gateway.url("http", "/metrics"));
+
+    let mut alice = stack.browser().await;
+    let mut bob = stack.browser().await;
+    let mut carol = stack.browser().await;
+    alice.register_ok("alice").await;
+    bob.register_ok("bob").await;
+    carol.register_ok("carol").await;
+    assert_eq!(carol.register("bob").await["reason"], "already_registered");
+    let mut mallory = stack.browser().await;
+    assert_eq!(mallory.register("bob").await["reason"], "name_taken");
+
+    alice
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
+        .await;
+    bob.expect("incomingCall").await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"})).await;
+    alice.expect("callResponse").await;
+    bob.expect("startCommunication").await;
+    carol
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
+        .await;
+    assert_eq!(carol.expect("callResponse").await["reason"], "busy");
+    carol
+        .send(json!({"id": "call", "to": "nobody", "sdpOffer": "o"}))
+        .await;
+    assert_eq!(
+        carol.expect("callResponse").await["reason"],
+        "user_not_found"
+    );
+    mallory.send_text("{not json").await;
+    mallory.expect("error").await;
+
+    let body = signaling().await;
+    let value = |sample: &str| metric(&body, sample);
+    assert_eq!(
+        value("signaling_calls_total{outcome=\"accepted\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(value("signaling_calls_total{outcome=\"busy\"}"), Some(1.0));
+    assert_eq!(
+        value("signaling_calls_total{outcome=\"user_not_found\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("signaling_registrations_total{result=\"accepted\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value("signaling_registrations_total{result=\"name_taken\"}"),
+        Some(1.0)
+    );
+    assert_eq!(value("signaling_call_setup_seconds_count"), Some(1.0));
+    assert_eq!(value("signaling_active_calls"), Some(1.0));
+    assert_eq!(value("signaling_names"), Some(3.0));
+
+    let body = gateway().await;
+    let value = |sample: &str| metric(&body, sample);
+    assert_eq!(value("gateway_sessions"), Some(4.0), "{body}");
+    assert_eq!(
+        value("gateway_registrations_total{reason=\"accepted\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value("gateway_registrations_total{reason=\"already_registered\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("gateway_registrations_total{reason=\"name_taken\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("gateway_rejected_messages_total{reason=\"invalid_json\"}"),
+        Some(1.0)
+    );
+
+    // Hanging up ends the active call.
+    alice.send(json!({"id": "stop"})).await;
+    bob.expect("stopCommunication").await;
+    assert_eq!(
+        metric(&signaling().await, "signaling_active_calls"),
+        Some(0.0)
+    );
+}

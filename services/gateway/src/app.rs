@@ -11,6 +11,7 @@ use crate::{
     http::{self, HttpState, Origins},
     ice::IceClient,
     link::Link,
+    metrics::Metrics,
     session::{SessionLimits, Shared},
     tls,
 };
@@ -69,6 +70,7 @@ impl Application {
 
         let shared = Arc::new(Shared {
             link,
+            metrics: Metrics::default(),
             ice: IceClient::new(ice, settings.relay_only),
             limits: settings.limits,
             stop: stop.clone(),

@@ -65,6 +65,7 @@ async fn upgrade(
 ) -> Response {
     if let Err(origin) = state.origins.check(&headers) {
         tracing::warn!(%origin, "WebSocket from a foreign origin refused");
+        state.shared.metrics.rejected("foreign_origin");
         return (
             StatusCode::FORBIDDEN,
             format!("origin {origin} is not allowed\n"),
@@ -130,15 +131,6 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = format!(
-        "# TYPE gateway_sessions gauge\n# HELP gateway_sessions Open browser sessions.\ngateway_sessions {}\n# EOF\n",
-        state.shared.link.sessions()
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
+    let body = state.shared.metrics.render(state.shared.link.sessions());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
 }

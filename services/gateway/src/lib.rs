@@ -7,6 +7,7 @@ pub mod cli;
 pub mod http;
 pub mod ice;
 pub mod link;
+pub mod metrics;
 pub mod protocol;
 pub mod session;
 pub mod tls;

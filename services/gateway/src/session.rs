@@ -14,14 +14,22 @@ use tracing::Instrument;
 
 use crate::{
     ice::{IceClient, IceError},
-    link::{Ended, Link},
+    link::{Ended, Link, SessionHandle},
+    metrics::Metrics,
     protocol::{CallResponse, ClientMessage, IceConfiguration, ServerMessage, Verdict},
     trace,
 };
 
+/// The close reason for a browser that stopped answering pings.
+const NO_PONG: &str = "no pong";
+
+/// How long the server waits for a browser to finish the closing handshake.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
+
 /// What every session of this gateway shares.
 pub struct Shared {
     pub link: Arc<Link>,
+    pub metrics: Metrics,
     pub ice: IceClient,
     pub limits: SessionLimits,
     pub stop: CancellationToken,
@@ -65,7 +73,7 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        if !send(&mut socket, state.on_text(&text).await).await {
+                        if !send(&mut socket, &shared.metrics, state.on_text(&text).await).await {
                             break None;
                         }
                     }
@@ -75,13 +83,14 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
                         } else {
                             error("too many messages; slow down", "rate_limited")
                         };
-                        if !send(&mut socket, Some(reply)).await {
+                        if !send(&mut socket, &shared.metrics, Some(reply)).await {
                             break None;
                         }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(e)) if e.to_string().contains("too long") => {
+                        shared.metrics.rejected("too_big");
                         break Some((close_code::SIZE, "message too big"));
                     }
                     Some(Err(_)) => break None,
@@ -89,25 +98,24 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
             }
             message = handle.inbox.recv() => {
                 let Some(message) = message else { break None };
-                if !send(&mut socket, state.on_signaling(*message)).await {
-                    break None;
+                let replies = state.on_signaling(*message);
+                // A browser that stopped reading blocks this write; its queue overflowing
+                // (`ended`) must still end the session.
+                tokio::select! {
+                    sent = send(&mut socket, &shared.metrics, replies) => if !sent { break None },
+                    () = handle.ended.cancelled() => break Some(ended(&handle)),
                 }
             }
-            () = handle.ended.cancelled() => {
-                break Some(match handle.reason() {
-                    Some(Ended::TooSlow) => (close_code::POLICY, "too slow reading messages"),
-                    _ => (close_code::AGAIN, "signaling unavailable; reconnect and resume"),
-                });
-            }
+            () = handle.ended.cancelled() => break Some(ended(&handle)),
             () = refresh => {
                 state.refresh_at = None;
-                if !send(&mut socket, state.refresh().await).await {
+                if !send(&mut socket, &shared.metrics, state.refresh().await).await {
                     break None;
                 }
             }
             _ = pings.tick() => {
                 if last_heard.elapsed() > shared.limits.ping_interval * 2 {
-                    break Some((close_code::POLICY, "no pong"));
+                    break Some((close_code::POLICY, NO_PONG));
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
@@ -117,15 +125,31 @@ pub async fn run(mut socket: WebSocket, session: u64, shared: Arc<Shared>) {
         }
     };
 
+    // The session is over for signaling now (its peer is told at once), whatever the closing
+    // handshake below takes.
+    shared.link.close(session);
+    shared.link.send(up(session, Up::Closed(pb::Closed {})));
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        // The closing handshake: send the close, then read until the browser's own close, so
+        // unread input does not turn the close into a TCP reset that loses the frame. Bounded:
+        // a browser that never reads must not hold this task.
+        // A browser that stopped answering pings is gone: nobody will answer the close either.
+        let gone = code == close_code::POLICY && reason == NO_PONG;
+        let handshake = async {
+            socket.send(Message::Close(Some(frame))).await.ok()?;
+            while !gone && let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, handshake).await;
     }
-    shared.link.close(session);
-    shared.link.send(up(session, Up::Closed(pb::Closed {})));
 }
 
 struct State {
@@ -374,9 +398,25 @@ fn delivery(body: &Down) -> Option<(&'static str, &str)> {
     })
 }
 
+/// Why the server ended a session, as a close code and reason.
+fn ended(handle: &SessionHandle) -> (u16, &'static str) {
+    match handle.reason() {
+        Some(Ended::TooSlow) => (close_code::POLICY, "too slow reading messages"),
+        _ => (
+            close_code::AGAIN,
+            "signaling unavailable; reconnect and resume",
+        ),
+    }
+}
+
 /// Writes replies; `false` once the socket is gone.
-async fn send(socket: &mut WebSocket, replies: impl IntoIterator<Item = ServerMessage>) -> bool {
+async fn send(
+    socket: &mut WebSocket,
+    metrics: &Metrics,
+    replies: impl IntoIterator<Item = ServerMessage>,
+) -> bool {
     for reply in replies {
+        metrics.reply(&reply);
         if socket
             .send(Message::Text(reply.encode().into()))
             .await

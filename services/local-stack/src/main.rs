@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let signaling = signaling::app::Application::build(signaling::app::Settings {
         grpc_addr: loopback,
+        http_addr: loopback,
         limits: signaling::switchboard::Limits::default(),
         shutdown_grace: grace,
     })

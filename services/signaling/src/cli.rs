@@ -18,6 +18,10 @@ pub struct Args {
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
     pub grpc_addr: SocketAddr,
 
+    /// HTTP listen address (/healthz, /readyz, /metrics).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8089")]
+    pub http_addr: SocketAddr,
+
     /// How long a call may ring unanswered.
     #[arg(long, env = "RING_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub ring_timeout: Duration,
@@ -42,6 +46,7 @@ impl Args {
         let run = async {
             let app = Application::build(Settings {
                 grpc_addr: args.grpc_addr,
+                http_addr: args.http_addr,
                 limits: Limits {
                     ring_timeout: args.ring_timeout,
                     resume_grace: args.resume_grace,
@@ -50,7 +55,11 @@ impl Args {
                 shutdown_grace: args.shutdown_grace,
             })
             .await?;
-            println!("signaling listening grpc={}", app.grpc_addr());
+            println!(
+                "signaling listening grpc={} http={}",
+                app.grpc_addr(),
+                app.http_addr()
+            );
             app.run_until_stopped(shutdown_signal()).await
         };
         let outcome = run.await;

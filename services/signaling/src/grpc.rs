@@ -163,7 +163,9 @@ fn session_message(delivery: Delivery) -> pb::SessionMessage {
             sdp_offer,
             call_id: call.to_string(),
         }),
-        Event::CallAccepted { sdp_answer, call } => Out::CallAccepted(pb::CallAccepted {
+        Event::CallAccepted {
+            sdp_answer, call, ..
+        } => Out::CallAccepted(pb::CallAccepted {
             sdp_answer,
             call_id: call.to_string(),
         }),

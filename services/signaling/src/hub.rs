@@ -14,7 +14,10 @@ use std::{
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::switchboard::{Command, Delivery, Limits, SessionKey, Switchboard};
+use crate::{
+    metrics::Metrics,
+    switchboard::{Command, Delivery, Limits, SessionKey, Switchboard},
+};
 
 /// Deliveries a gateway may fall behind by before its stream is cut (rather than growing
 /// memory without bound or dropping messages silently).
@@ -25,6 +28,7 @@ pub struct Hub {
     /// Wakes the timer task when an earlier deadline appears.
     deadline_changed: Notify,
     next_gateway: AtomicU64,
+    metrics: Metrics,
 }
 
 struct State {
@@ -33,7 +37,7 @@ struct State {
 }
 
 impl Hub {
-    pub fn new(limits: Limits) -> Arc<Self> {
+    pub fn new(limits: Limits, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 board: Switchboard::new(limits),
@@ -41,6 +45,7 @@ impl Hub {
             }),
             deadline_changed: Notify::new(),
             next_gateway: AtomicU64::new(1),
+            metrics,
         })
     }
 
@@ -61,6 +66,7 @@ impl Hub {
                 .board
                 .handle(Instant::now(), SessionKey { gateway, session }, command);
         let after = state.board.next_deadline();
+        self.metrics.observe(&deliveries);
         state.dispatch(deliveries);
         drop(state);
         if after.is_some() && after != before {
@@ -73,6 +79,7 @@ impl Hub {
         let mut state = self.lock();
         state.gateways.remove(&gateway);
         let deliveries = state.board.gateway_closed(Instant::now(), gateway);
+        self.metrics.observe(&deliveries);
         state.dispatch(deliveries);
         drop(state);
         self.deadline_changed.notify_one();
@@ -99,14 +106,15 @@ impl Hub {
                 }
             };
             tokio::select! {
-                () = stop.cancelled() => return,
-                () = self.deadline_changed.notified() => {}
-                () = sleep => {
-                    let mut state = self.lock();
-                    let deliveries = state.board.expire(Instant::now());
-                    state.dispatch(deliveries);
+                    () = stop.cancelled() => return,
+                    () = self.deadline_changed.notified() => {}
+                    () = sleep => {
+                        let mut state = self.lock();
+                        let deliveries = state.board.expire(Instant::now());
+                        self.metrics.observe(&deliveries);
+            state.dispatch(deliveries);
+                    }
                 }
-            }
         }
     }
 

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod grpc;
 pub mod hub;
+pub mod metrics;
 pub mod name;
 pub mod presence;
 pub mod switchboard;

@@ -89,6 +89,30 @@ pub enum Reason {
     Replaced,
 }
 
+impl Reason {
+    /// The machine-readable name (metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidName => "invalid_name",
+            Reason::NameTaken => "name_taken",
+            Reason::AlreadyRegistered => "already_registered",
+            Reason::NotRegistered => "not_registered",
+            Reason::SelfCall => "self_call",
+            Reason::AlreadyInCall => "already_in_call",
+            Reason::UserNotFound => "user_not_found",
+            Reason::Busy => "busy",
+            Reason::Declined => "declined",
+            Reason::Timeout => "timeout",
+            Reason::NoSuchCall => "no_such_call",
+            Reason::NotInCall => "not_in_call",
+            Reason::TooManyCandidates => "too_many_candidates",
+            Reason::HangUp => "hang_up",
+            Reason::PeerDisconnected => "peer_disconnected",
+            Reason::Replaced => "replaced",
+        }
+    }
+}
+
 /// What a session must be told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -109,6 +133,8 @@ pub enum Event {
     CallAccepted {
         sdp_answer: String,
         call: CallId,
+        /// How long the call rang: the call setup time.
+        rang_for: Duration,
     },
     StartCommunication {
         call: CallId,
@@ -250,7 +276,7 @@ impl<P: Presence> Switchboard<P> {
                 accept,
                 sdp_answer,
             } => {
-                self.answer(&mut out, from, &caller, accept, sdp_answer);
+                self.answer(&mut out, now, from, &caller, accept, sdp_answer);
             }
             Command::Candidate(candidate) => self.candidate(&mut out, from, candidate),
             Command::Stop => self.stop(&mut out, from),
@@ -447,6 +473,7 @@ impl<P: Presence> Switchboard<P> {
     fn answer(
         &mut self,
         out: &mut Out,
+        now: Instant,
         from: SessionKey,
         caller: &str,
         accept: bool,
@@ -472,14 +499,20 @@ impl<P: Presence> Switchboard<P> {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let mut rang_for = Duration::ZERO;
         if let Some(deadline) = call.ring_deadline.take() {
             self.timers.remove(&(deadline, Timer::Ring(id)));
+            rang_for = self
+                .limits
+                .ring_timeout
+                .saturating_sub(deadline.saturating_duration_since(now));
         }
         out.send(
             call.caller,
             Event::CallAccepted {
                 sdp_answer,
                 call: id,
+                rang_for,
             },
         );
         out.send(call.callee, Event::StartCommunication { call: id });

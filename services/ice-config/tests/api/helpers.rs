@@ -148,15 +148,7 @@ impl TestApp {
     }
 }
 
-/// The value of one sample (`name{labels}`, exactly as rendered) in an OpenMetrics text body.
-pub fn metric(body: &str, sample: &str) -> Option<f64> {
-    body.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
-        })
-}
+pub use testkit::metric;
 
 pub fn all_urls(config: &IceConfig) -> Vec<String> {
     config

@@ -214,7 +214,8 @@ fn call_accept_and_hang_up() {
                 to: ALICE,
                 event: Event::CallAccepted {
                     sdp_answer: "answer".into(),
-                    call: id
+                    call: id,
+                    rang_for: Duration::ZERO,
                 }
             },
             Delivery {

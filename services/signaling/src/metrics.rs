@@ -1,0 +1,139 @@
+//! Prometheus metrics of signaling, read off what the switchboard delivers.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::switchboard::{Delivery, Event, Request};
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    registrations: Family<ResultLabel, Counter>,
+    calls: Family<OutcomeLabel, Counter>,
+    setup: Histogram,
+    names: Gauge,
+    sessions: Gauge,
+    active_calls: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("signaling");
+        let registrations = Family::default();
+        registry.register(
+            "registrations",
+            "Registrations, by result (accepted or the refusal reason)",
+            registrations.clone(),
+        );
+        let calls = Family::default();
+        registry.register(
+            "calls",
+            "Calls, by outcome (accepted or why not)",
+            calls.clone(),
+        );
+        // Call setup includes a person deciding to answer: seconds, not milliseconds.
+        let setup = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0]);
+        registry.register(
+            "call_setup_seconds",
+            "Time from call to accept",
+            setup.clone(),
+        );
+        let names = Gauge::default();
+        registry.register(
+            "names",
+            "Registered names, including those held for a resume",
+            names.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register(
+            "sessions",
+            "Browser sessions known to signaling",
+            sessions.clone(),
+        );
+        let active_calls = Gauge::default();
+        registry.register("active_calls", "Calls ringing or up", active_calls.clone());
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                registrations,
+                calls,
+                setup,
+                names,
+                sessions,
+                active_calls,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts the outcomes in what one transition delivers.
+    pub fn observe(&self, deliveries: &[Delivery]) {
+        for delivery in deliveries {
+            match &delivery.event {
+                Event::Registered { .. } => self.registration("accepted"),
+                Event::Refused {
+                    request: Request::Register,
+                    reason,
+                    ..
+                } => self.registration(reason.as_str()),
+                Event::Refused {
+                    request: Request::Call,
+                    reason,
+                    ..
+                } => self.call(reason.as_str()),
+                Event::CallAccepted { rang_for, .. } => {
+                    self.call("accepted");
+                    self.inner.setup.observe(rang_for.as_secs_f64());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn registration(&self, result: &'static str) {
+        self.inner
+            .registrations
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    fn call(&self, outcome: &'static str) {
+        self.inner
+            .calls
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// The text exposition, with the gauges set to `(names, sessions, calls)`.
+    pub fn render(&self, (names, sessions, calls): (usize, usize, usize)) -> String {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.names.set(gauge(names));
+        self.inner.sessions.set(gauge(sessions));
+        self.inner.active_calls.set(gauge(calls));
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+}
