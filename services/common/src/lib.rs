@@ -6,6 +6,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+pub mod metrics;
 pub mod telemetry;
 
 pub use telemetry::Telemetry;

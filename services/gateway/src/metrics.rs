@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
 use crate::protocol::{ServerMessage, Verdict};
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use svc_common::metrics::CONTENT_TYPE;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -90,8 +90,6 @@ impl Metrics {
         self.inner
             .sessions
             .set(i64::try_from(sessions).unwrap_or(i64::MAX));
-        let mut out = String::new();
-        let _ = encode(&mut out, &self.inner.registry);
-        out
+        svc_common::metrics::render(&self.inner.registry)
     }
 }

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-/// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use svc_common::metrics::CONTENT_TYPE;
 
 /// A cloneable handle to every metric.
 #[derive(Clone)]
@@ -113,9 +112,6 @@ impl Metrics {
 
     /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.inner.registry);
-        out
+        svc_common::metrics::render(&self.inner.registry)
     }
 }

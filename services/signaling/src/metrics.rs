@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
 use crate::switchboard::{Delivery, Event, Request};
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use svc_common::metrics::CONTENT_TYPE;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -132,8 +132,6 @@ impl Metrics {
         self.inner.names.set(gauge(names));
         self.inner.sessions.set(gauge(sessions));
         self.inner.active_calls.set(gauge(calls));
-        let mut out = String::new();
-        let _ = encode(&mut out, &self.inner.registry);
-        out
+        svc_common::metrics::render(&self.inner.registry)
     }
 }
