@@ -143,12 +143,13 @@ impl Service {
     pub async fn start(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
         let mut child = Command::new(binary)
             .args(args)
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("NO_COLOR", "1")
+            // The test's own settings win over the defaults above.
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

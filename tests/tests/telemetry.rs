@@ -208,6 +208,10 @@ async fn a_call_is_one_trace_across_the_three_services() {
         );
         assert_eq!(step.attribute("call.id"), Some(call_id.as_str()), "{name}");
     }
+    assert_eq!(
+        one("callResponse").attribute("call.outcome"),
+        Some("accepted")
+    );
     assert_eq!(route.attribute("rpc.system"), Some("grpc"));
     assert_eq!(
         route.attribute("rpc.service"),
@@ -326,4 +330,78 @@ async fn metrics_follow_calls_and_failures() {
         metric(&signaling().await, "signaling_active_calls"),
         Some(0.0)
     );
+}
+
+/// Log lines emitted inside a traced span carry its trace id, as text and as JSON.
+#[tokio::test]
+async fn log_lines_inside_a_span_carry_its_trace_id() {
+    use stunner_proto::iceconfig::v1::{
+        GetIceConfigRequest, ice_config_service_client::IceConfigServiceClient,
+    };
+    let collector = Receiver::start().await;
+    let endpoint = collector.endpoint();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("stunnerd.conf");
+    std::fs::write(&config, static_config(3478)).expect("write");
+    let config = config.to_str().expect("utf-8").to_owned();
+    for json in [false, true] {
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("RUST_LOG", "ice_config=debug,info"),
+        ];
+        if json {
+            env.push(("LOG_FORMAT", "json"));
+        }
+        let service = testkit::Service::start(
+            &testkit::binary("ice-config"),
+            &[
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--stunner-config",
+                &config,
+            ],
+            &env,
+        )
+        .await;
+        let mut client = IceConfigServiceClient::connect(service.url("grpc", ""))
+            .await
+            .expect("connect");
+        let user = if json { "json-user" } else { "text-user" };
+        client
+            .get_ice_config(GetIceConfigRequest {
+                user_id: user.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("answer");
+        let span = testkit::eventually(EXPORT, "the request's span", || async {
+            collector
+                .spans()
+                .into_iter()
+                .find(|s| s.service == "ice-config" && s.attribute("enduser.id") == Some(user))
+        })
+        .await;
+        let line = testkit::eventually(EXPORT, "a log line with the trace id", || async {
+            service
+                .logs()
+                .lines()
+                .into_iter()
+                .find(|l| l.contains("ICE config issued"))
+        })
+        .await;
+        if json {
+            let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+            assert_eq!(line["trace_id"], span.trace_id.as_str(), "{line}");
+            assert_eq!(line["fields"]["message"], "ICE config issued");
+            assert_eq!(line["level"], "DEBUG");
+        } else {
+            assert!(
+                line.starts_with(&format!("trace_id={} ", span.trace_id)),
+                "{line}"
+            );
+        }
+    }
 }

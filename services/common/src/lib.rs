@@ -6,6 +6,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+mod logs;
 pub mod metrics;
 pub mod telemetry;
 
@@ -20,12 +21,17 @@ pub fn init_telemetry(service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let ansi = std::io::stderr().is_terminal();
-    let text = (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_ansi(ansi));
+    // Every line emitted inside a traced span names its trace, so logs and traces meet.
+    let text = (!json).then(|| {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .event_format(logs::WithTraceId(fmt::format()))
+    });
     let json = json.then(|| {
         fmt::layer()
-            .json()
             .with_writer(std::io::stderr)
-            .with_current_span(true)
+            .event_format(logs::Json)
     });
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -287,6 +287,19 @@ impl State {
                     .or(known)
                     .unwrap_or_default();
                 let (span, _) = trace::step_span(step, &call_id, traceparent);
+                // What became of the call, where the caller learns it.
+                match &body {
+                    Down::CallAccepted(_) => {
+                        span.record("call.outcome", "accepted");
+                    }
+                    Down::Refused(refused) => {
+                        span.record("call.outcome", reason_text(refused.reason()));
+                    }
+                    Down::StopCommunication(stop) => {
+                        span.record("call.outcome", reason_text(stop.reason()));
+                    }
+                    _ => {}
+                }
                 self.call_trace = match &body {
                     Down::StopCommunication(_) | Down::Refused(_) => None,
                     _ => Some((call_id, traceparent.clone())),

@@ -67,7 +67,8 @@ pub fn step_span(step: &'static str, call_id: &str, traceparent: &str) -> (traci
         "step",
         otel.name = step,
         otel.kind = "server",
-        call.id = call_id
+        call.id = call_id,
+        call.outcome = tracing::field::Empty,
     );
     svc_common::telemetry::continue_traceparent(&span, traceparent);
     let onward = span

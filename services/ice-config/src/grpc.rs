@@ -97,6 +97,9 @@ impl IceConfigService for IceConfigGrpc {
                 .parse(request.into_inner())
                 .and_then(|request| self.answer(&self.store.snapshot(), &request));
             record_status(&answer);
+            if let Ok(config) = &answer {
+                tracing::debug!(servers = config.ice_servers.len(), "ICE config issued");
+            }
             answer
         }
         .instrument(span)
