@@ -38,7 +38,10 @@ pub fn init_telemetry(service: &'static str) -> Telemetry {
     let (provider, problem) = match telemetry::exporter_configured() {
         false => (None, None),
         true => match telemetry::provider(service) {
-            Ok(provider) => (Some(provider), None),
+            Ok(provider) => {
+                telemetry::set_exporting();
+                (Some(provider), None)
+            }
             Err(error) => (None, Some(error)),
         },
     };

@@ -8,6 +8,18 @@ use opentelemetry::{
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// Whether spans are exported by this process: per-message span work is skipped when not.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans; hot paths skip building spans when it does not.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn set_exporting() {
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The provider, kept so its buffered spans can be flushed at exit.
 pub struct Telemetry {
     pub(crate) provider: Option<SdkTracerProvider>,

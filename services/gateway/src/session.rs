@@ -274,10 +274,11 @@ impl State {
         let trace_id = trace::trace_id_in(&message.trace_context);
         let body = message.body?;
         // Each delivery of a call is a step of the call's trace.
-        let _step = match (
-            message.trace_context.get(trace::TRACEPARENT),
-            delivery(&body),
-        ) {
+        let traceparent = message
+            .trace_context
+            .get(trace::TRACEPARENT)
+            .filter(|_| svc_common::telemetry::exporting());
+        let _step = match (traceparent, delivery(&body)) {
             (Some(traceparent), Some((step, call_id))) => {
                 // Candidates name no call: they belong to the one this session is in.
                 let known = self.call_trace.as_ref().map(|(id, _)| id.clone());

@@ -88,7 +88,10 @@ impl SignalingService for SignalingGrpc {
 /// continue the trace of the call they belong to; the rest are not traced.
 fn command(message: &pb::GatewayMessage) -> Option<(Command, tracing::Span)> {
     let incoming = message.trace_context.get(TRACEPARENT);
-    let span = match (message.body.as_ref()?, incoming) {
+    let span = match (
+        message.body.as_ref()?,
+        incoming.filter(|_| svc_common::telemetry::exporting()),
+    ) {
         (In::Call(c), Some(traceparent)) => routing_span("route call", traceparent, &c.to),
         (In::Answer(a), Some(traceparent)) => routing_span("route answer", traceparent, &a.from),
         _ => tracing::Span::none(),
@@ -140,6 +143,11 @@ fn routing_span(name: &'static str, traceparent: &str, peer: &str) -> tracing::S
 const TRACEPARENT: &str = "traceparent";
 
 fn session_message(delivery: Delivery) -> pb::SessionMessage {
+    // Candidates are most of the traffic and show no trace id to the browser: their trace
+    // context is only worth its allocation when spans are exported.
+    let traced =
+        !matches!(delivery.event, Event::Candidate(_)) || svc_common::telemetry::exporting();
+    let trace = delivery.trace.filter(|_| traced);
     let body = match delivery.event {
         Event::Registered { name, resume_token } => Out::Registered(pb::Registered {
             name: name.as_str().to_owned(),
@@ -186,8 +194,7 @@ fn session_message(delivery: Delivery) -> pb::SessionMessage {
     pb::SessionMessage {
         session_id: delivery.to.session,
         body: Some(body),
-        trace_context: delivery
-            .trace
+        trace_context: trace
             .map(|trace| [(TRACEPARENT.to_owned(), trace)].into())
             .unwrap_or_default(),
     }
