@@ -10,25 +10,30 @@ use testkit::{
 
 const EXPORT: Duration = Duration::from_secs(15);
 
-/// Registration is one trace: the gateway's `register`, its client call to ice-config, and
-/// ice-config's server span, linked parent to child across the two processes.
-#[tokio::test]
-async fn a_registration_is_one_trace_across_gateway_and_ice_config() {
-    let collector = Receiver::start().await;
+/// The three services, exporting their spans to `collector`.
+async fn traced_stack(collector: &Receiver) -> Stack {
     let endpoint = collector.endpoint();
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         // Export quickly rather than every 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let stack = Stack::start(
+    Stack::start(
         &static_config(3478),
         Flags {
             env: &env,
             ..Default::default()
         },
     )
-    .await;
+    .await
+}
+
+/// Registration is one trace: the gateway's `register`, its client call to ice-config, and
+/// ice-config's server span, linked parent to child across the two processes.
+#[tokio::test]
+async fn a_registration_is_one_trace_across_gateway_and_ice_config() {
+    let collector = Receiver::start().await;
+    let stack = traced_stack(&collector).await;
     let mut alice = stack.browser().await;
     alice.register_ok("alice").await;
 
@@ -109,19 +114,7 @@ async fn without_an_endpoint_the_services_start_quietly() {
 async fn a_call_is_one_trace_across_the_three_services() {
     use serde_json::json;
     let collector = Receiver::start().await;
-    let endpoint = collector.endpoint();
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
-    let stack = Stack::start(
-        &static_config(3478),
-        Flags {
-            env: &env,
-            ..Default::default()
-        },
-    )
-    .await;
+    let stack = traced_stack(&collector).await;
     let mut alice = stack.browser().await;
     let mut bob = stack.browser().await;
     alice.register_ok("alice").await;
