@@ -20,6 +20,7 @@ use tokio::{
 };
 
 pub mod browser;
+pub mod cds;
 pub mod coturn;
 pub mod otlp;
 pub mod stack;

@@ -3,6 +3,8 @@
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
+use futures_util::future::BoxFuture;
+
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::server::NamedService;
@@ -15,7 +17,7 @@ use crate::{
     http::{self, HttpState},
     ice::TtlPolicy,
     metrics::Metrics,
-    source::FileSource,
+    source::{CdsSource, FileSource, KubeSource, cds, kube::Selection},
     store::ConfigStore,
 };
 
@@ -24,12 +26,33 @@ use crate::{
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    /// STUNner config files, each one config or a list of them under `items`.
-    pub stunner_configs: Vec<PathBuf>,
-    pub poll_interval: Duration,
+    /// Where the STUNner configs come from.
+    pub source: SourceSettings,
     pub ttl: TtlPolicy,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+}
+
+/// Where the STUNner configs come from.
+#[derive(Clone, Debug)]
+pub enum SourceSettings {
+    /// Config files, each one config or a list of them under `items`, polled for changes.
+    Files {
+        paths: Vec<PathBuf>,
+        poll_interval: Duration,
+    },
+    /// ConfigMaps watched through the Kubernetes API, one watch per namespace (`None`: all).
+    Kubernetes {
+        namespaces: Vec<Option<String>>,
+        labels: String,
+        key: String,
+    },
+    /// STUNner's config discovery service.
+    ConfigDiscovery {
+        url: String,
+        namespace: Option<String>,
+        timing: cds::Timing,
+    },
 }
 
 /// The service with its ports bound and its configs loaded once, ready to run.
@@ -39,7 +62,8 @@ pub struct Application {
     http: TcpListener,
     metrics: Metrics,
     store: ConfigStore,
-    sources: Vec<FileSource>,
+    sources: Vec<BoxFuture<'static, ()>>,
+    stop: CancellationToken,
 }
 
 impl Application {
@@ -55,14 +79,8 @@ impl Application {
         let http = bind(settings.http_addr).await?;
         let metrics = Metrics::default();
         let store = ConfigStore::new(metrics.clone());
-        let mut sources: Vec<FileSource> = settings
-            .stunner_configs
-            .iter()
-            .map(|path| FileSource::new(path, settings.poll_interval, &store))
-            .collect();
-        for source in &mut sources {
-            source.poll().await;
-        }
+        let stop = CancellationToken::new();
+        let sources = start_sources(&settings.source, &store, &stop).await?;
         Ok(Self {
             settings,
             grpc,
@@ -70,6 +88,7 @@ impl Application {
             metrics,
             store,
             sources,
+            stop,
         })
     }
 
@@ -90,11 +109,11 @@ impl Application {
             metrics,
             store,
             sources,
+            stop,
         } = self;
-        let stop = CancellationToken::new();
         let background = TaskTracker::new();
         for source in sources {
-            background.spawn(source.run(stop.clone()));
+            background.spawn(source);
         }
 
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -159,6 +178,53 @@ impl Application {
         }
         outcome
     }
+}
+
+/// Creates the configured sources, each as the future that runs it until `stop`. Files are read
+/// once here, so the first request finds their configs.
+async fn start_sources(
+    settings: &SourceSettings,
+    store: &ConfigStore,
+    stop: &CancellationToken,
+) -> Result<Vec<BoxFuture<'static, ()>>> {
+    let mut sources: Vec<BoxFuture<'static, ()>> = Vec::new();
+    match settings {
+        SourceSettings::Files {
+            paths,
+            poll_interval,
+        } => {
+            for path in paths {
+                let mut source = FileSource::new(path, *poll_interval, store);
+                source.poll().await;
+                sources.push(Box::pin(source.run(stop.clone())));
+            }
+        }
+        SourceSettings::Kubernetes {
+            namespaces,
+            labels,
+            key,
+        } => {
+            let client = ::kube::Client::try_default().await.map_err(Error::Kube)?;
+            for namespace in namespaces {
+                let selection = Selection {
+                    namespace: namespace.clone(),
+                    labels: labels.clone(),
+                    key: key.clone(),
+                };
+                let source = KubeSource::new(client.clone(), selection, store);
+                sources.push(Box::pin(source.run(stop.clone())));
+            }
+        }
+        SourceSettings::ConfigDiscovery {
+            url,
+            namespace,
+            timing,
+        } => {
+            let source = CdsSource::new(url, namespace.as_deref(), *timing, store);
+            sources.push(Box::pin(source.run(stop.clone())));
+        }
+    }
+    Ok(sources)
 }
 
 /// Keeps the gRPC health of `iceconfig.v1.IceConfigService` in line with readiness; the

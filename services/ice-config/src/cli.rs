@@ -3,13 +3,14 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use svc_common::{parse_duration, shutdown_signal};
 
 use crate::{
-    app::{Application, Settings},
+    app::{Application, Settings, SourceSettings},
     ice::TtlPolicy,
+    source::cds,
 };
 
 /// Issues TURN credentials and ICE configurations from the running STUNner config, over gRPC
@@ -25,6 +26,11 @@ pub struct Args {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8088")]
     pub http_addr: SocketAddr,
 
+    /// Where STUNner configs come from: config files (`file`), ConfigMaps through the
+    /// Kubernetes API (`kubernetes`) or STUNner's config discovery service (`cds`).
+    #[arg(long, env = "CONFIG_SOURCE", value_enum, default_value_t = SourceKind::File)]
+    pub config_source: SourceKind,
+
     /// STUNner config file(s), e.g. the mounted `stunnerd-config` ConfigMap; comma-separated
     /// in the environment variable.
     #[arg(
@@ -38,6 +44,35 @@ pub struct Args {
     /// How often the config files are checked for changes.
     #[arg(long, env = "CONFIG_POLL_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub config_poll_interval: Duration,
+
+    /// Namespaces whose ConfigMaps are watched (`kubernetes` source); comma-separated in the
+    /// environment variable; none means every namespace.
+    #[arg(long, env = "KUBE_NAMESPACES", value_delimiter = ',')]
+    pub kube_namespaces: Vec<String>,
+
+    /// Label selector of the ConfigMaps holding STUNner configs (`kubernetes` source).
+    #[arg(
+        long,
+        env = "KUBE_LABEL_SELECTOR",
+        default_value = "stunner.l7mp.io/owned-by=stunner"
+    )]
+    pub kube_label_selector: String,
+
+    /// The ConfigMap data key holding the config (`kubernetes` source).
+    #[arg(long, env = "KUBE_CONFIG_KEY", default_value = "stunnerd.conf")]
+    pub kube_config_key: String,
+
+    /// The config discovery service's base URL (`cds` source).
+    #[arg(
+        long,
+        env = "CDS_URL",
+        default_value = "http://stunner-config-discovery.stunner-system.svc:13478"
+    )]
+    pub cds_url: String,
+
+    /// Follow only this namespace's Gateways (`cds` source); all when unset.
+    #[arg(long, env = "CDS_NAMESPACE")]
+    pub cds_namespace: Option<String>,
 
     /// Credential lifetime when a request names none.
     #[arg(long, env = "DEFAULT_TTL", default_value = "1d", value_parser = parse_duration)]
@@ -79,15 +114,51 @@ impl Args {
             "--default-ttl must be at least 1s and at most --max-ttl ({:?})",
             self.max_ttl
         );
-        anyhow::ensure!(
-            !self.stunner_configs.is_empty(),
-            "--stunner-config names no file"
-        );
+        let source = match self.config_source {
+            SourceKind::File => {
+                anyhow::ensure!(
+                    !self.stunner_configs.is_empty(),
+                    "--stunner-config names no file"
+                );
+                SourceSettings::Files {
+                    paths: self.stunner_configs,
+                    poll_interval: self.config_poll_interval,
+                }
+            }
+            SourceKind::Kubernetes => {
+                let mut namespaces: Vec<Option<String>> = self
+                    .kube_namespaces
+                    .into_iter()
+                    .map(|ns| ns.trim().to_owned())
+                    .filter(|ns| !ns.is_empty())
+                    .map(Some)
+                    .collect();
+                if namespaces.is_empty() {
+                    namespaces.push(None);
+                }
+                SourceSettings::Kubernetes {
+                    namespaces,
+                    labels: self.kube_label_selector,
+                    key: self.kube_config_key,
+                }
+            }
+            SourceKind::Cds => {
+                anyhow::ensure!(
+                    self.cds_url.starts_with("http://"),
+                    "--cds-url must be an http:// URL (the config discovery service speaks plain HTTP), got {:?}",
+                    self.cds_url
+                );
+                SourceSettings::ConfigDiscovery {
+                    url: self.cds_url,
+                    namespace: self.cds_namespace.filter(|ns| !ns.is_empty()),
+                    timing: cds::Timing::default(),
+                }
+            }
+        };
         Ok(Settings {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
-            stunner_configs: self.stunner_configs,
-            poll_interval: self.config_poll_interval,
+            source,
             ttl: TtlPolicy {
                 default: self.default_ttl,
                 max: self.max_ttl,
@@ -95,6 +166,14 @@ impl Args {
             shutdown_grace: self.shutdown_grace,
         })
     }
+}
+
+/// The kinds of config source, for `--config-source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    File,
+    Kubernetes,
+    Cds,
 }
 
 #[cfg(test)]

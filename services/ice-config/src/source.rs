@@ -1,9 +1,15 @@
 //! Where STUNner configs come from. Each source runs as one task that writes what it loads
-//! into its [`SourceSink`](crate::store::SourceSink) until shutdown.
+//! into its [`SourceSink`](crate::store::SourceSink) until shutdown:
 //!
-//! Only the file source exists today (the tutorial's mounted ConfigMap); the Kubernetes API and
-//! STUNner's config discovery service plug in beside it.
+//! - [`FileSource`]: a file, e.g. the tutorial's mounted `stunnerd-config` ConfigMap;
+//! - [`KubeSource`]: ConfigMaps watched through the Kubernetes API;
+//! - [`CdsSource`]: STUNner's config discovery service (the operator's current way).
 
+pub mod cds;
 pub mod file;
+pub mod kube;
+mod objects;
 
+pub use cds::CdsSource;
 pub use file::FileSource;
+pub use kube::KubeSource;

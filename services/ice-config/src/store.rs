@@ -185,6 +185,18 @@ impl SourceSink {
         self.store.shared.metrics.config_reload(false);
     }
 
+    /// A source made of several objects (ConfigMaps, CDS configs) after any change: `configs`
+    /// are the last good configs of every object, `problems` say which objects are currently
+    /// malformed (their last good config, if any, is part of `configs`).
+    pub fn update(&self, configs: Vec<StunnerConfig>, problems: &[String]) {
+        let mut slots = self.store.slots();
+        let slot = slots.entry(self.source.clone()).or_default();
+        slot.configs = Some(configs);
+        slot.error = (!problems.is_empty()).then(|| problems.join("; "));
+        self.store.shared.metrics.config_reload(problems.is_empty());
+        self.store.publish(&slots);
+    }
+
     /// The source is gone (e.g. its Gateway was deleted): its configs are withdrawn.
     pub fn cleared(&self) {
         let mut slots = self.store.slots();
@@ -275,5 +287,25 @@ mod tests {
         a.cleared();
         assert_eq!(names(&store), ["b1"]);
         assert!(store.readiness().ready);
+    }
+
+    #[test]
+    fn a_multi_object_source_serves_its_good_configs_and_names_the_bad_ones() {
+        let store = ConfigStore::new(Metrics::default());
+        let cds = store.sink("cds");
+        cds.update(
+            vec![config("ns/a")],
+            &["ns/b: missing `version`".to_owned()],
+        );
+        let readiness = store.readiness();
+        assert!(readiness.ready, "the good configs are served");
+        assert_eq!(
+            readiness.problems,
+            ["cds: ns/b: missing `version` (serving the last good config)"]
+        );
+        assert_eq!(store.snapshot().len(), 1);
+        cds.update(vec![config("ns/a"), config("ns/b")], &[]);
+        assert_eq!(store.readiness().problems, Vec::<String>::new());
+        assert_eq!(store.snapshot().len(), 2);
     }
 }

@@ -49,8 +49,10 @@ async fn main() -> anyhow::Result<()> {
     let ice = ice_config::app::Application::build(ice_config::app::Settings {
         grpc_addr: loopback,
         http_addr: loopback,
-        stunner_configs: vec![config],
-        poll_interval: Duration::from_millis(250),
+        source: ice_config::app::SourceSettings::Files {
+            paths: vec![config],
+            poll_interval: Duration::from_millis(250),
+        },
         ttl: ice_config::ice::TtlPolicy {
             default: args.default_ttl,
             max: Duration::from_secs(7 * 86_400),

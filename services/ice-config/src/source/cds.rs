@@ -1,0 +1,298 @@
+//! STUNner's config discovery service (CDS): how the current operator (v1, ≥ 0.16) hands out
+//! one dataplane config per Gateway, by default at
+//! `http://stunner-config-discovery.stunner-system.svc:13478`.
+//!
+//! Each session lists the configs (`GET /api/v1/configs[/{namespace}]`), which replaces what
+//! this source serves (so configs deleted while disconnected are withdrawn), then follows the
+//! WebSocket watch (`?watch=true`): every text frame is one whole config; a "zero config"
+//! (static auth with `dummy-username`, no listeners) means its Gateway was deleted. Like
+//! STUNner's own client, the watch is pinged every 5 s and dropped when no pong comes within
+//! 8 s. A failed session is retried with exponential backoff from 1 s; what was loaded stays in
+//! force meanwhile and readiness says what is wrong.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_tungstenite::{connect_async, tungstenite::Message};
+use tokio_util::sync::CancellationToken;
+
+use super::objects::{Objects, Parsed};
+use crate::{
+    store::{ConfigStore, SourceSink},
+    stunner_config::{self, Auth, StunnerConfig},
+};
+
+/// The username of the operator's "zero config", which stands for a deleted Gateway.
+const ZERO_CONFIG_USERNAME: &str = "dummy-username";
+
+/// Timings of the CDS client; the defaults are STUNner's own.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub ping_every: Duration,
+    pub pong_within: Duration,
+    /// The first retry delay, doubled after every failed session up to `max_retry`.
+    pub retry: Duration,
+    pub max_retry: Duration,
+    /// Bounds the listing request and the WebSocket handshake.
+    pub request_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(5),
+            pong_within: Duration::from_secs(8),
+            retry: Duration::from_secs(1),
+            max_retry: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Follows the configs of one CDS server (optionally one namespace of it).
+pub struct CdsSource {
+    /// `…/api/v1/configs` or `…/api/v1/configs/{namespace}`, over http.
+    configs_url: String,
+    http: reqwest::Client,
+    timing: Timing,
+    sink: SourceSink,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    Stopped,
+    /// The listing worked, then the watch failed: retry from the first delay.
+    WatchLost(String),
+    /// Nothing worked: back off further.
+    Failed(String),
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+impl CdsSource {
+    /// `server` is the CDS base URL, e.g. `http://stunner-config-discovery.stunner-system.svc:13478`.
+    pub fn new(server: &str, namespace: Option<&str>, timing: Timing, store: &ConfigStore) -> Self {
+        let mut configs_url = format!("{}/api/v1/configs", server.trim_end_matches('/'));
+        if let Some(namespace) = namespace {
+            configs_url = format!("{configs_url}/{namespace}");
+        }
+        let sink = store.sink(format!("config discovery {configs_url}"));
+        let http = reqwest::Client::builder()
+            .timeout(timing.request_timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            configs_url,
+            http,
+            timing,
+            sink,
+        }
+    }
+
+    /// Lists and watches until shutdown, reconnecting with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut objects = Objects::default();
+        let mut delay = self.timing.retry;
+        loop {
+            let problem = match self.session(&mut objects, &shutdown).await {
+                SessionEnd::Stopped => return,
+                SessionEnd::WatchLost(problem) => {
+                    delay = self.timing.retry;
+                    problem
+                }
+                SessionEnd::Failed(problem) => problem,
+            };
+            tracing::warn!(source = self.sink.source(), %problem, retry_in = ?delay, "config discovery unavailable");
+            self.sink.failed(problem);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.timing.max_retry);
+        }
+    }
+
+    async fn session(&self, objects: &mut Objects, shutdown: &CancellationToken) -> SessionEnd {
+        let listing = tokio::select! {
+            () = shutdown.cancelled() => return SessionEnd::Stopped,
+            listing = self.list() => listing,
+        };
+        match listing {
+            Ok(listing) => objects.replace(listing),
+            Err(problem) => return SessionEnd::Failed(problem),
+        }
+        objects.publish(&self.sink);
+        match self.watch(objects, shutdown).await {
+            Ok(()) => SessionEnd::Stopped,
+            Err(problem) => SessionEnd::WatchLost(problem),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, Parsed)>, String> {
+        let url = &self.configs_url;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET {url}: HTTP {status}"));
+        }
+        let listing: Listing = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {url}: not a config list: {e}"))?;
+        let mut configs = Vec::new();
+        for item in listing.items {
+            let Some(name) = admin_name(&item) else {
+                tracing::warn!("config discovery listed a config without `admin.name`; ignored");
+                continue;
+            };
+            match parse(&item.to_string()) {
+                Ok(Update::Deleted) => {}
+                Ok(Update::Config(config)) => configs.push((name, Ok(vec![config]))),
+                Err(problem) => configs.push((name, Err(problem))),
+            }
+        }
+        Ok(configs)
+    }
+
+    /// Follows the watch until shutdown (`Ok`) or until it fails.
+    async fn watch(
+        &self,
+        objects: &mut Objects,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let url = format!(
+            "{}?watch=true",
+            self.configs_url.replacen("http://", "ws://", 1)
+        );
+        let (mut socket, _) =
+            tokio::time::timeout(self.timing.request_timeout, connect_async(&url))
+                .await
+                .map_err(|_| format!("watch {url}: handshake timed out"))?
+                .map_err(|e| format!("watch {url}: {e}"))?;
+        tracing::info!(
+            source = self.sink.source(),
+            "config discovery watch connected"
+        );
+        let mut next_ping = Instant::now() + self.timing.ping_every;
+        // When a ping is outstanding, the moment its pong is overdue.
+        let mut pong_due: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = socket.close(None).await;
+                    return Ok(());
+                }
+                () = sleep_until(next_ping) => {
+                    socket
+                        .send(Message::Ping(Vec::new().into()))
+                        .await
+                        .map_err(|e| format!("watch {url}: {e}"))?;
+                    next_ping += self.timing.ping_every;
+                    pong_due.get_or_insert(Instant::now() + self.timing.pong_within);
+                }
+                () = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
+                    return Err(format!("watch {url}: no pong within {:?}", self.timing.pong_within));
+                }
+                frame = socket.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        self.apply(objects, text.as_str());
+                    }
+                    Some(Ok(Message::Pong(_))) => pong_due = None,
+                    Some(Ok(Message::Close(_))) | None => {
+                        return Err(format!("watch {url}: closed by the server"));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(format!("watch {url}: {e}")),
+                }
+            }
+        }
+    }
+
+    /// One watch frame: a whole config, or the zero config of a deleted Gateway.
+    fn apply(&self, objects: &mut Objects, text: &str) {
+        let name = serde_json::from_str(text).ok().and_then(|v| admin_name(&v));
+        let Some(name) = name else {
+            tracing::error!(
+                source = self.sink.source(),
+                "config discovery sent a frame that is not a named config; ignored"
+            );
+            self.sink
+                .failed("the watch sent a frame that is not a named config");
+            return;
+        };
+        match parse(text) {
+            Ok(Update::Deleted) => objects.remove(&name),
+            Ok(Update::Config(config)) => objects.apply(&name, Ok(vec![config])),
+            Err(problem) => objects.apply(&name, Err(problem)),
+        }
+        objects.publish(&self.sink);
+    }
+}
+
+enum Update {
+    Config(StunnerConfig),
+    Deleted,
+}
+
+fn parse(text: &str) -> Result<Update, String> {
+    let config = stunner_config::parse(text).map_err(|e| format!("invalid STUNner config: {e}"))?;
+    let zero = config.listeners.is_empty()
+        && matches!(&config.auth, Auth::Static { username, .. } if username == ZERO_CONFIG_USERNAME);
+    Ok(if zero {
+        Update::Deleted
+    } else {
+        Update::Config(config)
+    })
+}
+
+/// `admin.name`, with keys matched case-insensitively as STUNner's Go decoder does.
+fn admin_name(config: &serde_json::Value) -> Option<String> {
+    let field = |value: &serde_json::Value, key: &str| {
+        value
+            .as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    };
+    let name = field(&field(config, "admin")?, "name")?;
+    name.as_str().filter(|n| !n.is_empty()).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zero_config_means_deleted() {
+        let zero = r#"{"version":"v1","admin":{"name":"ns/gw"},"auth":{"type":"static","credentials":{"username":"dummy-username","password":"dummy-password"}},"listeners":[],"clusters":[]}"#;
+        assert!(matches!(parse(zero), Ok(Update::Deleted)));
+        let real = r#"{"version":"v1","admin":{"name":"ns/gw"},"auth":{"type":"static","credentials":{"username":"dummy-username","password":"p"}},"listeners":[{"name":"ns/gw/l","protocol":"TURN-UDP","address":"1.2.3.4","port":3478}]}"#;
+        assert!(
+            matches!(parse(real), Ok(Update::Config(_))),
+            "a listener makes it real"
+        );
+    }
+
+    #[test]
+    fn admin_name_is_matched_case_insensitively() {
+        let value = serde_json::json!({"Admin": {"Name": "ns/gw"}});
+        assert_eq!(admin_name(&value).as_deref(), Some("ns/gw"));
+        assert_eq!(admin_name(&serde_json::json!({"admin": {}})), None);
+        assert_eq!(
+            admin_name(&serde_json::json!({"admin": {"name": ""}})),
+            None
+        );
+    }
+}
