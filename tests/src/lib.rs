@@ -22,6 +22,7 @@ use tokio::{
 pub mod browser;
 pub mod cds;
 pub mod coturn;
+pub mod hosts;
 pub mod otlp;
 pub mod stack;
 pub mod webdriver;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use tempfile::TempDir;
 
-use crate::{Browser, Service, binary, eventually};
+use crate::{Browser, Service, binary, eventually, hosts::Hosts};
 
 /// A static-credentials config whose listener points at `127.0.0.1:<port>`.
 pub fn static_config(turn_port: u16) -> String {
@@ -103,6 +103,17 @@ pub async fn start_gateway_with(
     signaling_url: &str,
     extra: &[&str],
 ) -> Service {
+    start_gateway_in(None, env, ice_config_url, signaling_url, extra).await
+}
+
+/// [`start_gateway_with`], resolving names through `hosts` when given.
+pub async fn start_gateway_in(
+    hosts: Option<&Hosts>,
+    env: &[(&str, &str)],
+    ice_config_url: &str,
+    signaling_url: &str,
+    extra: &[&str],
+) -> Service {
     let static_dir = static_dir();
     let static_dir = static_dir.to_str().expect("utf-8");
     let mut args = vec![
@@ -116,7 +127,14 @@ pub async fn start_gateway_with(
         static_dir,
     ];
     args.extend_from_slice(extra);
-    let gateway = Service::start(&binary("gateway"), &args, env).await;
+    let gateway = match hosts {
+        None => Service::start(&binary("gateway"), &args, env).await,
+        Some(hosts) => {
+            let (program, args) = hosts.wrap(&binary("gateway"), &args);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Service::start(&program, &args, env).await
+        }
+    };
     let ready = gateway.url("http", "/readyz");
     eventually(
         Duration::from_secs(10),

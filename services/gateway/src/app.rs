@@ -8,6 +8,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::Endpoint;
 
 use crate::{
+    balance,
     http::{self, HttpState, Origins},
     ice::IceClient,
     link::Link,
@@ -21,6 +22,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub signaling_url: String,
     pub ice_config_url: String,
+    /// How often ice-config's name is resolved again (new and vanished replicas).
+    pub ice_config_resolve_every: Duration,
     pub static_dir: PathBuf,
     pub origins: Vec<String>,
     pub relay_only: bool,
@@ -61,10 +64,21 @@ impl Application {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         // Connected lazily: the gateway starts (and reports not ready) without ice-config.
-        let ice = Endpoint::from_shared(settings.ice_config_url.clone())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
+        // Requests are spread over every address its name resolves to.
+        let (ice, resolver) = balance::channel(
+            &settings.ice_config_url,
+            settings.ice_config_resolve_every,
+            |endpoint| {
+                endpoint
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(5))
+                    .tcp_nodelay(true)
+            },
+            stop.clone(),
+        )?;
+        if let Some(resolver) = resolver {
+            tasks.spawn(resolver);
+        }
         let (link, upstream) = Link::new(settings.session_queue);
         tasks.spawn(link.clone().run(signaling, upstream, stop.clone()));
 

@@ -26,6 +26,11 @@ pub struct Args {
     #[arg(long, env = "ICE_CONFIG_URL", default_value = "http://127.0.0.1:50051")]
     pub ice_config_url: String,
 
+    /// How often ICE_CONFIG_URL's host name is resolved again, so requests reach every
+    /// replica behind a headless Service.
+    #[arg(long, env = "ICE_CONFIG_RESOLVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub ice_config_resolve_interval: Duration,
+
     /// The folder of the browser client.
     #[arg(long, env = "STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,
@@ -88,6 +93,7 @@ impl Args {
             http_addr: self.http_addr,
             signaling_url: self.signaling_url,
             ice_config_url: self.ice_config_url,
+            ice_config_resolve_every: self.ice_config_resolve_interval,
             static_dir: self.static_dir,
             origins: self.allowed_origins,
             relay_only: self.relay_only,

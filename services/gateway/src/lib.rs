@@ -3,6 +3,7 @@
 //! credentials from ice-config ([`ice`]). Holds no call state of its own.
 
 pub mod app;
+pub mod balance;
 pub mod cli;
 pub mod http;
 pub mod ice;

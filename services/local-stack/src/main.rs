@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         http_addr: args.http_addr,
         signaling_url: format!("http://{}", signaling.grpc_addr()),
         ice_config_url: format!("http://{}", ice.grpc_addr()),
+        ice_config_resolve_every: Duration::from_secs(5),
         static_dir: args.static_dir,
         origins: Vec::new(),
         relay_only: true,
