@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the workspace. On a fresh machine it first installs what the
 # tests need from Debian's packages: coturn (the real TURN server credentials are checked on) and
-# Chromium with its WebDriver (real calls between real pages).
+# Chromium with its WebDriver (real calls between real pages), iproute2 (network namespaces
+# standing in for the pod network), and from PyPI kubernetes-validate (the manifests' schemas).
+# kubectl (for `kubectl kustomize`) must already be installed; the manifest and netns tests need
+# root.
 # protoc needs no install: the build uses the one vendored by the protoc-bin-vendored crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +14,7 @@ command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     sudo=""
@@ -18,6 +22,12 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "==> installing kubernetes-validate (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed (kubectl kustomize renders k8s/)" >&2; exit 1; }
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check
