@@ -674,3 +674,30 @@ async fn services_run_as_the_minimal_overlay_says() {
 async fn services_run_as_the_production_overlay_says() {
     run_as_the_manifests_say("production").await;
 }
+
+/// The images' runtime (distroless `cc`) has glibc and libgcc and nothing else: no OpenSSL.
+#[test]
+fn the_binaries_need_only_what_the_runtime_image_has() {
+    const RUNTIME: &[&str] = &[
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "ld-linux-x86-64.so.2",
+    ];
+    for service in SERVICES {
+        let output = Command::new("ldd")
+            .arg(binary(service))
+            .output()
+            .expect("ldd");
+        let libraries = String::from_utf8_lossy(&output.stdout).into_owned();
+        for line in libraries.lines() {
+            let library = line.split_whitespace().next().unwrap_or_default();
+            let library = library.rsplit('/').next().unwrap_or_default();
+            assert!(
+                RUNTIME.contains(&library),
+                "{service} needs {library}, which distroless/cc lacks"
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ pub enum Error {
     Grpc(#[source] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
-    #[error("Kubernetes API client (is this running in a cluster, or is KUBECONFIG set?): {0}")]
+    #[error("no Kubernetes API client (is this running in a cluster, or is KUBECONFIG set?)")]
     Kube(#[source] ::kube::Error),
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),

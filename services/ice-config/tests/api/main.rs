@@ -1,5 +1,6 @@
 //! ice-config's API tests: the real binary, on port 0, fed from real files.
 
+mod cluster_sources;
 mod grpc;
 mod health;
 mod helpers;

@@ -1,0 +1,231 @@
+//! The binary with the cluster's config sources: `--config-source cds` against the in-test
+//! config discovery service, and `--config-source kubernetes` against an in-test stand-in for
+//! the Kubernetes API (plain HTTP, reached through a kubeconfig; no real API server can run
+//! on these machines), listing and then watching ConfigMaps.
+
+use std::{convert::Infallible, path::Path, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Query, State},
+    routing::get,
+};
+use serde_json::{Value, json};
+use testkit::{Service, cds::FakeCds, eventually};
+use tokio::sync::broadcast;
+use tokio_stream::{StreamExt, wrappers::BroadcastStream};
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn gateway_config(name: &str, address: &str) -> Value {
+    json!({
+        "version": "v1",
+        "admin": {"name": name},
+        "auth": {"type": "ephemeral", "credentials": {"secret": "s3cret"}},
+        "listeners": [{"name": format!("{name}/udp"), "protocol": "TURN-UDP",
+            "public_address": address, "public_port": 3478, "address": "$STUNNER_ADDR", "port": 3478}],
+    })
+}
+
+async fn ice(service: &Service) -> (u16, String) {
+    let response = reqwest::get(service.url("http", "/ice?service=turn&username=alice"))
+        .await
+        .expect("GET /ice");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+async fn until_ice(service: &Service, what: &str, check: impl Fn(u16, &str) -> bool) {
+    eventually(WITHIN, what, || async {
+        let (status, body) = ice(service).await;
+        check(status, &body).then_some(())
+    })
+    .await;
+}
+
+fn ice_config(args: &[&str], env: &[(&str, &str)]) -> impl Future<Output = Service> {
+    let mut all = vec!["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    async move {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Service::start(Path::new(env!("CARGO_BIN_EXE_ice-config")), &args, &env).await
+    }
+}
+
+#[tokio::test]
+async fn follows_the_config_discovery_service() {
+    let cds = FakeCds::start().await;
+    cds.put(gateway_config("stunner/udp-gateway", "198.51.100.1"));
+    let service = ice_config(&["--config-source", "cds", "--cds-url", &cds.url()], &[]).await;
+    until_ice(&service, "the CDS config to be served", |status, body| {
+        status == 200 && body.contains("turn:198.51.100.1:3478?transport=udp")
+    })
+    .await;
+
+    cds.put(gateway_config("stunner/udp-gateway", "198.51.100.2"));
+    until_ice(&service, "the update to be served", |_, body| {
+        body.contains("198.51.100.2")
+    })
+    .await;
+
+    // The Gateway is deleted: nothing left to issue.
+    cds.delete("stunner/udp-gateway");
+    until_ice(&service, "the deletion to be served", |status, _| {
+        status == 500
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cds_url_that_is_not_http_is_refused() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ice-config"))
+        .args([
+            "--config-source",
+            "cds",
+            "--cds-url",
+            "https://cds.example:13478",
+        ])
+        .output()
+        .await
+        .expect("run ice-config");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--cds-url must be an http:// URL"),
+        "{stderr}"
+    );
+}
+
+/// The stand-in API server: one namespace's ConfigMaps, listed once, then watched; the test
+/// sends watch events through `events`.
+#[derive(Clone)]
+struct ApiServer {
+    list: Value,
+    events: broadcast::Sender<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    watch: bool,
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+}
+
+async fn config_maps(State(api): State<ApiServer>, Query(query): Query<ListQuery>) -> Body {
+    assert_eq!(
+        query.label_selector.as_deref(),
+        Some("stunner.l7mp.io/owned-by=stunner")
+    );
+    if !query.watch {
+        return Body::from(api.list.to_string());
+    }
+    let events = BroadcastStream::new(api.events.subscribe())
+        .filter_map(|event| event.ok())
+        .map(Ok::<_, Infallible>);
+    Body::from_stream(events)
+}
+
+fn config_map(version: &str, config: &Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "stunnerd-config", "namespace": "stunner", "resourceVersion": version,
+            "labels": {"stunner.l7mp.io/owned-by": "stunner"}},
+        "data": {"stunnerd.conf": config.to_string()},
+    })
+}
+
+#[tokio::test]
+async fn follows_config_maps_through_the_kubernetes_api() {
+    let api = ApiServer {
+        list: json!({
+            "apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "10"},
+            "items": [config_map("5", &gateway_config("stunner-daemon", "198.51.100.1"))],
+        }),
+        events: broadcast::channel(16).0,
+    };
+    let router = Router::new()
+        .route("/api/v1/namespaces/stunner/configmaps", get(config_maps))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters: [{{name: test, cluster: {{server: \"http://{addr}\"}}}}]\n\
+             users: [{{name: test, user: {{}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let service = ice_config(
+        &[
+            "--config-source",
+            "kubernetes",
+            "--kube-namespaces",
+            "stunner",
+        ],
+        &[("KUBECONFIG", kubeconfig), ("KUBERNETES_SERVICE_HOST", "")],
+    )
+    .await;
+    until_ice(
+        &service,
+        "the ConfigMap's config to be served",
+        |status, body| status == 200 && body.contains("turn:198.51.100.1:3478?transport=udp"),
+    )
+    .await;
+
+    let modified = json!({"type": "MODIFIED",
+        "object": config_map("11", &gateway_config("stunner-daemon", "198.51.100.2"))});
+    eventually(WITHIN, "the watch to be open", || {
+        let sent = api.events.send(format!("{modified}\n")).is_ok();
+        async move { sent.then_some(()) }
+    })
+    .await;
+    until_ice(
+        &service,
+        "the modified ConfigMap to be served",
+        |_, body| body.contains("198.51.100.2"),
+    )
+    .await;
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_kubernetes_source_outside_a_cluster_fails_clearly() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ice-config"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--config-source",
+            "kubernetes",
+        ])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .await
+        .expect("run ice-config");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no Kubernetes API client"), "{stderr}");
+}
