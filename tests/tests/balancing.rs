@@ -113,3 +113,30 @@ async fn ice_config_requests_are_spread_over_every_replica_and_follow_the_name()
         "every later request went to the remaining replica"
     );
 }
+
+#[tokio::test]
+async fn a_name_that_resolves_to_nothing_refuses_registrations_in_bounded_time() {
+    let signaling = Service::start(
+        &binary("signaling"),
+        &["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
+        &[],
+    )
+    .await;
+    // No address for the name, as when a headless Service has no ready pod yet.
+    let hosts = Hosts::new(&[]);
+    let gateway = start_gateway_in(
+        Some(&hosts),
+        &[],
+        "http://ice-config-grpc:50051",
+        &signaling.url("grpc", ""),
+        &[],
+    )
+    .await;
+    let mut browser =
+        testkit::Browser::connect(&format!("ws://{}/one2one", gateway.addr("http"))).await;
+    let reply = tokio::time::timeout(Duration::from_secs(15), browser.register("alice"))
+        .await
+        .expect("a registration is answered even when ice-config cannot be reached");
+    assert_eq!(reply["response"], "rejected", "{reply}");
+    assert_eq!(reply["reason"], "ice_config_unavailable", "{reply}");
+}

@@ -69,9 +69,9 @@ impl Application {
             &settings.ice_config_url,
             settings.ice_config_resolve_every,
             |endpoint| {
+                // Each request is bounded as a whole by the ICE client.
                 endpoint
                     .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(5))
                     .tcp_nodelay(true)
             },
             stop.clone(),

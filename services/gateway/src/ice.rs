@@ -9,6 +9,9 @@ use tonic::{Code, transport::Channel};
 
 use crate::protocol::{IceConfiguration, IceServer};
 
+/// How long a browser's registration may wait for its ICE configuration.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct IceClient {
     client: IceConfigServiceClient<Channel>,
@@ -43,7 +46,6 @@ impl IceClient {
         }
     }
 
-    /// Credentials for `user`.
     /// Credentials for `user`, under a client span whose W3C context travels in the metadata.
     #[tracing::instrument(
         name = "iceconfig.v1.IceConfigService/GetIceConfig",
@@ -63,7 +65,16 @@ impl IceClient {
             ..Default::default()
         });
         svc_common::telemetry::inject_current(request.metadata_mut());
-        let answer = self.client.clone().get_ice_config(request).await;
+        // Bounded here as a whole: a balanced channel with no address yet (ice-config's name
+        // does not resolve) would otherwise hold the request forever.
+        let answer =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.client.clone().get_ice_config(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "ice-config did not answer within {REQUEST_TIMEOUT:?}"
+                    )))
+                });
         let code = answer
             .as_ref()
             .map_or_else(tonic::Status::code, |_| Code::Ok);
