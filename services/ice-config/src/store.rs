@@ -214,15 +214,10 @@ impl SourceSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stunner_config::{Auth, StunnerConfig};
+    use crate::stunner_config::StunnerConfig;
 
     fn config(name: &str) -> StunnerConfig {
-        StunnerConfig {
-            name: name.into(),
-            realm: "r".into(),
-            auth: Auth::None,
-            listeners: vec![],
-        }
+        StunnerConfig::named(name)
     }
 
     #[test]

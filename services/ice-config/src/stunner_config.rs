@@ -123,6 +123,19 @@ pub fn parse(text: &str) -> Result<StunnerConfig, ConfigError> {
 
 // === impl StunnerConfig ===
 
+#[cfg(test)]
+impl StunnerConfig {
+    /// A config with a name and nothing else, for tests of what merely holds configs.
+    pub(crate) fn named(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            realm: "r".into(),
+            auth: Auth::None,
+            listeners: vec![],
+        }
+    }
+}
+
 impl StunnerConfig {
     /// `(namespace, gateway)` when `admin.name` has the operator's `namespace/gateway` form.
     pub fn gateway_ref(&self) -> Option<(&str, &str)> {

@@ -89,19 +89,10 @@ impl Objects {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        metrics::Metrics,
-        store::ConfigStore,
-        stunner_config::{Auth, StunnerConfig},
-    };
+    use crate::{metrics::Metrics, store::ConfigStore, stunner_config::StunnerConfig};
 
     fn config(name: &str) -> StunnerConfig {
-        StunnerConfig {
-            name: name.into(),
-            realm: "r".into(),
-            auth: Auth::None,
-            listeners: vec![],
-        }
+        StunnerConfig::named(name)
     }
 
     fn names(store: &ConfigStore) -> Vec<String> {
