@@ -1,6 +1,6 @@
 //! Load benchmark of the call path: browsers over WebSocket → gateway → signaling → gateway,
-//! as separate processes, with 4 KB SDPs and 10 candidates per side per call. Prints figures;
-//! asserts nothing. Build the release binaries first:
+//! as separate processes, with 4 KB SDPs and 10 candidates per side per call; then of
+//! ice-config alone, over gRPC and over REST. Prints figures; asserts nothing. Build the release binaries first:
 //!
 //!     cargo build --release --workspace --bins && ./target/release/bench
 //!
@@ -35,6 +35,8 @@ async fn main() {
     let seconds = arg("seconds", 10);
     let light_pairs = arg("light-pairs", 100) as usize;
     let idle = arg("idle", 5000) as usize;
+    let ice_seconds = arg("ice-seconds", 5);
+    let ice_concurrency = arg("ice-concurrency", 64) as usize;
 
     let stack = Stack::start(
         &static_config(3478),
@@ -55,6 +57,8 @@ async fn main() {
         [&stack.gateway, &stack.signaling, &stack.ice_config].map(|s| s.pid().expect("running"));
     let sdp = sdp(4096);
     let epoch = Instant::now();
+
+    ice_config_throughput(&stack, servers[2], ice_seconds, ice_concurrency).await;
 
     println!("== throughput: {pairs} pairs calling back to back for {seconds}s");
     let pair_set = connect_pairs(&stack, pairs, "t").await;
@@ -200,6 +204,76 @@ async fn expect(browser: &mut Browser, id: &str) -> Value {
     let message = browser.recv().await;
     assert_eq!(message["id"], id, "{message}");
     message
+}
+
+/// Requests per second ice-config answers, `concurrency` requests in flight, over gRPC (spread
+/// over 4 HTTP/2 connections) and then over REST (HTTP/1.1 keep-alive).
+async fn ice_config_throughput(stack: &Stack, pid: u32, seconds: u64, concurrency: usize) {
+    use stunner_proto::iceconfig::v1::{
+        GetIceConfigRequest, ice_config_service_client::IceConfigServiceClient,
+    };
+    println!("== ice-config: {concurrency} requests in flight for {seconds}s each way");
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let channel = tonic::transport::Endpoint::from_shared(stack.ice_config.url("grpc", ""))
+            .expect("uri")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect to ice-config");
+        channels.push(channel);
+    }
+    let rest_url = stack.ice_config.url(
+        "http",
+        "/ice?service=turn&username=bench&iceTransportPolicy=relay",
+    );
+    let rest = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    for api in ["gRPC", "REST"] {
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu_before = cpu_ticks(&[pid]);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..concurrency {
+            let (done, stop) = (done.clone(), stop.clone());
+            let mut grpc = IceConfigServiceClient::new(channels[n % channels.len()].clone());
+            let (rest, rest_url) = (rest.clone(), rest_url.clone());
+            tasks.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = if api == "gRPC" {
+                        let request = GetIceConfigRequest {
+                            user_id: format!("user{n}"),
+                            ..Default::default()
+                        };
+                        grpc.get_ice_config(request).await.is_ok()
+                    } else {
+                        match rest.get(&rest_url).send().await {
+                            Ok(response) => response.bytes().await.is_ok(),
+                            Err(_) => false,
+                        }
+                    };
+                    assert!(ok, "ice-config failed a {api} request");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        while let Some(ended) = tasks.join_next().await {
+            ended.expect("request loop");
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = done.load(Ordering::Relaxed);
+        let cpu_us = (cpu_ticks(&[pid]) - cpu_before) as f64 * 10_000.0;
+        println!(
+            "{api:<5} {done} requests in {elapsed:.1}s = {:.0} req/s, ice-config CPU {:.1} us per request",
+            done as f64 / elapsed,
+            cpu_us / done as f64
+        );
+    }
 }
 
 async fn connect_pairs(
