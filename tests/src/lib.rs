@@ -23,6 +23,7 @@ pub mod browser;
 pub mod cds;
 pub mod coturn;
 pub mod hosts;
+pub mod kube_api;
 pub mod netns;
 pub mod otlp;
 pub mod stack;

@@ -87,19 +87,42 @@ impl NetNs {
         netns
     }
 
-    /// Starts `program` inside the namespace (see [`Service::start`]).
+    /// Starts `program` inside the namespace (see [`Service::start`]). With `service_account`,
+    /// that folder is mounted where a pod finds its service account
+    /// (`/var/run/secrets/kubernetes.io/serviceaccount`), in a mount namespace of the
+    /// process's own.
     pub async fn start(
         &self,
         program: &Path,
         args: &[String],
         env: &[(String, String)],
+        service_account: Option<&Path>,
     ) -> Service {
         let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), self.name.clone()];
+        if let Some(folder) = service_account {
+            // No fork: the service keeps the process id, so signals reach it directly.
+            let script = "mount -t tmpfs tmpfs /run \
+                && mkdir -p /run/secrets/kubernetes.io/serviceaccount \
+                && mount --bind \"$1\" /run/secrets/kubernetes.io/serviceaccount \
+                && shift && exec \"$@\"";
+            let wrapper = [
+                "unshare",
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "with-service-account",
+            ];
+            wrapped.extend(wrapper.map(str::to_owned));
+            wrapped.push(folder.display().to_string());
+        }
         wrapped.push(program.display().to_string());
         wrapped.extend(args.iter().cloned());
         let wrapped: Vec<&str> = wrapped.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        // `ip netns exec` execs the program: the process is the service itself.
+        // `ip netns exec`, `unshare` and `sh` all exec what follows: the process is the
+        // service itself.
         Service::start(Path::new("ip"), &wrapped, &env).await
     }
 }

@@ -23,7 +23,14 @@ use std::{
 
 use serde::Deserialize;
 use serde_yaml::Value;
-use testkit::{Browser, Service, binary, cds::FakeCds, eventually, netns::NetNs, otlp};
+use testkit::{
+    Browser, Service, binary,
+    cds::FakeCds,
+    eventually,
+    kube_api::{ApiStandIn, certificates, config_map},
+    netns::NetNs,
+    otlp,
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -530,17 +537,34 @@ async fn run_as_the_manifests_say(overlay: &str) {
         hosts
     });
 
-    // What the cluster would provide: STUNner's config discovery service, a trace collector.
-    let cds_url = env_value(containers[0].1, "CDS_URL").expect("ice-config follows the CDS");
-    let (_, cds_port) = url_host(cds_url).expect("an http URL");
-    let cds = FakeCds::start_on(SocketAddr::from((netns.host_ip, cds_port))).await;
-    cds.put(serde_json::json!({
+    // What the cluster would provide: STUNner's config (through its config discovery service
+    // or, legacy, a ConfigMap in the Kubernetes API), a trace collector.
+    let stunner = serde_json::json!({
         "version": "v1",
         "admin": {"name": "stunner/udp-gateway"},
         "auth": {"type": "ephemeral", "realm": "stunner.l7mp.io", "credentials": {"secret": "s3cret"}},
         "listeners": [{"name": "stunner/udp-gateway/udp-listener", "protocol": "TURN-UDP",
             "public_address": "198.51.100.20", "public_port": 3478, "address": "$STUNNER_ADDR", "port": 3478}],
-    }));
+    });
+    let ice = containers[0].1;
+    let mut cds = None;
+    let mut cluster = None;
+    match config_source(ice).as_str() {
+        "cds" => {
+            let url = env_value(ice, "CDS_URL").expect("CDS_URL");
+            let (_, port) = url_host(url).expect("an http URL");
+            let server = FakeCds::start_on(SocketAddr::from((netns.host_ip, port))).await;
+            server.put(stunner.clone());
+            cds = Some(server);
+        }
+        "kubernetes" => {
+            let api = KubernetesApi::start(netns.host_ip, &namespace).await;
+            api.server
+                .put(config_map("stunner", "stunnerd-config", &stunner));
+            cluster = Some(api);
+        }
+        other => panic!("{overlay}: the test cannot provide ice-config's {other:?} source"),
+    }
     let collector =
         match env_value(containers[0].1, "OTEL_EXPORTER_OTLP_ENDPOINT").and_then(url_host) {
             Some((_, port)) => {
@@ -559,8 +583,22 @@ async fn run_as_the_manifests_say(overlay: &str) {
                 .expect("a binary"),
         );
         let args = str_list(&container["args"]);
-        let env = pod_env(container, &format!("{service}-0"), &namespace, netns.ns_ip);
-        let process = netns.start(&program, &args, &env).await;
+        let mut env = pod_env(container, &format!("{service}-0"), &namespace, netns.ns_ip);
+        // What the kubelet adds: the API server's address, and the service account's token
+        // when the pod mounts it.
+        let pod = &deployment(&objects, service)["spec"]["template"]["spec"];
+        let mut service_account = None;
+        if let Some(api) = &cluster {
+            env.push(("KUBERNETES_SERVICE_HOST".into(), netns.host_ip.to_string()));
+            env.push((
+                "KUBERNETES_SERVICE_PORT".into(),
+                api.server.addr().port().to_string(),
+            ));
+            if pod["automountServiceAccountToken"].as_bool() == Some(true) {
+                service_account = Some(api.service_account.path());
+            }
+        }
+        let process = netns.start(&program, &args, &env, service_account).await;
         running.push((service, container, process));
     }
 
@@ -635,6 +673,14 @@ async fn run_as_the_manifests_say(overlay: &str) {
     );
     browser.close().await;
 
+    if let Some(api) = &cluster {
+        check_rbac(
+            &objects,
+            &deployment(&objects, "ice-config")["spec"]["template"]["spec"],
+            api,
+        );
+    }
+
     if let Some(collector) = &collector {
         eventually(
             Duration::from_secs(20),
@@ -661,8 +707,100 @@ async fn run_as_the_manifests_say(overlay: &str) {
             "{overlay}: {service} exits cleanly on SIGTERM"
         );
     }
-    drop(cds);
+    drop((cds, cluster));
     drop(netns);
+}
+
+/// ice-config's `--config-source`, from its args or env; `file` by default.
+fn config_source(container: &Value) -> String {
+    let args = str_list(&container["args"]);
+    let from_args = args.iter().enumerate().find_map(|(i, arg)| {
+        arg.strip_prefix("--config-source=")
+            .map(str::to_owned)
+            .or_else(|| {
+                (arg == "--config-source")
+                    .then(|| args.get(i + 1).cloned())
+                    .flatten()
+            })
+    });
+    from_args
+        .or_else(|| env_value(container, "CONFIG_SOURCE").map(str::to_owned))
+        .unwrap_or_else(|| "file".to_owned())
+}
+
+/// The Kubernetes API as a pod sees it: the stand-in over TLS, and the service account folder
+/// (token, CA certificate, namespace) the kubelet would mount.
+struct KubernetesApi {
+    server: ApiStandIn,
+    service_account: tempfile::TempDir,
+    token: String,
+}
+
+impl KubernetesApi {
+    async fn start(ip: Ipv4Addr, namespace: &str) -> KubernetesApi {
+        let service_account = tempfile::tempdir().expect("temp dir");
+        let certs = tempfile::tempdir().expect("temp dir");
+        let (ca, cert, key) = certificates(certs.path(), ip.into());
+        let server = ApiStandIn::start(SocketAddr::from((ip, 6443)), Some((&cert, &key))).await;
+        let token = format!("token-{}", std::process::id());
+        let folder = service_account.path();
+        std::fs::copy(&ca, folder.join("ca.crt")).expect("copy ca.crt");
+        std::fs::write(folder.join("token"), &token).expect("write token");
+        std::fs::write(folder.join("namespace"), namespace).expect("write namespace");
+        KubernetesApi {
+            server,
+            service_account,
+            token,
+        }
+    }
+}
+
+/// Every request ice-config made carried its token and is allowed by a Role bound to its
+/// ServiceAccount in the request's namespace: the manifests' RBAC is enough, and namespaced.
+fn check_rbac(objects: &[Value], pod: &Value, api: &KubernetesApi) {
+    let account = pod["serviceAccountName"]
+        .as_str()
+        .expect("a service account");
+    let account_namespace = pod_namespace(objects);
+    let requests = api.server.requests();
+    assert!(!requests.is_empty(), "ice-config called the API");
+    for request in requests {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(format!("Bearer {}", api.token).as_str()),
+            "{request:?}"
+        );
+        let namespace = request.namespace.as_deref().expect("a namespaced request");
+        let allowed = of_kind(objects, "RoleBinding")
+            .filter(|b| b["metadata"]["namespace"].as_str() == Some(namespace))
+            .filter(|b| {
+                b["subjects"].as_sequence().into_iter().flatten().any(|s| {
+                    s["kind"].as_str() == Some("ServiceAccount")
+                        && s["name"].as_str() == Some(account)
+                        && s["namespace"].as_str() == Some(account_namespace.as_str())
+                })
+            })
+            .filter_map(|b| {
+                of_kind(objects, "Role").find(|r| {
+                    r["metadata"]["namespace"].as_str() == Some(namespace)
+                        && Some(name(r)) == b["roleRef"]["name"].as_str()
+                })
+            })
+            .flat_map(|role| role["rules"].as_sequence().into_iter().flatten())
+            .any(|rule| {
+                str_list(&rule["apiGroups"]) == [""]
+                    && str_list(&rule["resources"]).contains(&"configmaps".to_owned())
+                    && str_list(&rule["verbs"]).contains(&request.verb)
+            });
+        assert!(allowed, "the manifests' RBAC does not allow {request:?}");
+    }
+}
+
+fn pod_namespace(objects: &[Value]) -> String {
+    deployment(objects, "ice-config")["metadata"]["namespace"]
+        .as_str()
+        .expect("namespaced")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -673,6 +811,11 @@ async fn services_run_as_the_minimal_overlay_says() {
 #[tokio::test]
 async fn services_run_as_the_production_overlay_says() {
     run_as_the_manifests_say("production").await;
+}
+
+#[tokio::test]
+async fn services_run_as_the_legacy_configmap_overlay_says() {
+    run_as_the_manifests_say("legacy-configmap").await;
 }
 
 /// The images' runtime (distroless `cc`) has glibc and libgcc and nothing else: no OpenSSL.

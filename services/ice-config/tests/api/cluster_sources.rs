@@ -1,20 +1,17 @@
 //! The binary with the cluster's config sources: `--config-source cds` against the in-test
-//! config discovery service, and `--config-source kubernetes` against an in-test stand-in for
+//! config discovery service, and `--config-source kubernetes` against `testkit`'s stand-in for
 //! the Kubernetes API (plain HTTP, reached through a kubeconfig; no real API server can run
 //! on these machines), listing and then watching ConfigMaps.
 
-use std::{convert::Infallible, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
-use axum::{
-    Router,
-    body::Body,
-    extract::{Query, State},
-    routing::get,
-};
 use serde_json::{Value, json};
-use testkit::{Service, cds::FakeCds, eventually};
-use tokio::sync::broadcast;
-use tokio_stream::{StreamExt, wrappers::BroadcastStream};
+use testkit::{
+    Service,
+    cds::FakeCds,
+    eventually,
+    kube_api::{ApiStandIn, config_map},
+};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -105,62 +102,23 @@ async fn a_cds_url_that_is_not_http_is_refused() {
     );
 }
 
-/// The stand-in API server: one namespace's ConfigMaps, listed once, then watched; the test
-/// sends watch events through `events`.
-#[derive(Clone)]
-struct ApiServer {
-    list: Value,
-    events: broadcast::Sender<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    watch: bool,
-    #[serde(rename = "labelSelector")]
-    label_selector: Option<String>,
-}
-
-async fn config_maps(State(api): State<ApiServer>, Query(query): Query<ListQuery>) -> Body {
-    assert_eq!(
-        query.label_selector.as_deref(),
-        Some("stunner.l7mp.io/owned-by=stunner")
-    );
-    if !query.watch {
-        return Body::from(api.list.to_string());
-    }
-    let events = BroadcastStream::new(api.events.subscribe())
-        .filter_map(|event| event.ok())
-        .map(Ok::<_, Infallible>);
-    Body::from_stream(events)
-}
-
-fn config_map(version: &str, config: &Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "stunnerd-config", "namespace": "stunner", "resourceVersion": version,
-            "labels": {"stunner.l7mp.io/owned-by": "stunner"}},
-        "data": {"stunnerd.conf": config.to_string()},
-    })
-}
-
 #[tokio::test]
 async fn follows_config_maps_through_the_kubernetes_api() {
-    let api = ApiServer {
-        list: json!({
-            "apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "10"},
-            "items": [config_map("5", &gateway_config("stunner-daemon", "198.51.100.1"))],
-        }),
-        events: broadcast::channel(16).0,
-    };
-    let router = Router::new()
-        .route("/api/v1/namespaces/stunner/configmaps", get(config_maps))
-        .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let api = ApiStandIn::start(SocketAddr::from(([127, 0, 0, 1], 0)), None).await;
+    api.put(config_map(
+        "stunner",
+        "stunnerd-config",
+        &gateway_config("stunner-daemon", "198.51.100.1"),
+    ));
+    // Not selected: another label, and another namespace.
+    let mut unlabelled = config_map("stunner", "other", &gateway_config("other", "198.51.100.7"));
+    unlabelled["metadata"]["labels"] = json!({});
+    api.put(unlabelled);
+    api.put(config_map(
+        "team-b",
+        "stunnerd-config",
+        &gateway_config("team-b", "198.51.100.8"),
+    ));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -168,9 +126,10 @@ async fn follows_config_maps_through_the_kubernetes_api() {
         &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
-             clusters: [{{name: test, cluster: {{server: \"http://{addr}\"}}}}]\n\
+             clusters: [{{name: test, cluster: {{server: \"{}\"}}}}]\n\
              users: [{{name: test, user: {{}}}}]\n\
-             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n"
+             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n",
+            api.url()
         ),
     )
     .expect("write kubeconfig");
@@ -182,7 +141,7 @@ async fn follows_config_maps_through_the_kubernetes_api() {
             "--kube-namespaces",
             "stunner",
         ],
-        &[("KUBECONFIG", kubeconfig), ("KUBERNETES_SERVICE_HOST", "")],
+        &[("KUBECONFIG", kubeconfig)],
     )
     .await;
     until_ice(
@@ -191,21 +150,36 @@ async fn follows_config_maps_through_the_kubernetes_api() {
         |status, body| status == 200 && body.contains("turn:198.51.100.1:3478?transport=udp"),
     )
     .await;
+    let (_, body) = ice(&service).await;
+    assert!(
+        !body.contains("198.51.100.7") && !body.contains("198.51.100.8"),
+        "{body}"
+    );
 
-    let modified = json!({"type": "MODIFIED",
-        "object": config_map("11", &gateway_config("stunner-daemon", "198.51.100.2"))});
     eventually(WITHIN, "the watch to be open", || {
-        let sent = api.events.send(format!("{modified}\n")).is_ok();
-        async move { sent.then_some(()) }
+        let watching = api.requests().iter().any(|r| r.verb == "watch");
+        async move { watching.then_some(()) }
     })
     .await;
+    api.put(config_map(
+        "stunner",
+        "stunnerd-config",
+        &gateway_config("stunner-daemon", "198.51.100.2"),
+    ));
     until_ice(
         &service,
         "the modified ConfigMap to be served",
         |_, body| body.contains("198.51.100.2"),
     )
     .await;
-    server.abort();
+    for request in api.requests() {
+        assert_eq!(request.namespace.as_deref(), Some("stunner"), "{request:?}");
+        assert_eq!(
+            request.label_selector.as_deref(),
+            Some("stunner.l7mp.io/owned-by=stunner"),
+            "{request:?}"
+        );
+    }
 }
 
 #[tokio::test]
