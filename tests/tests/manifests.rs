@@ -9,9 +9,12 @@
 //! - the Dockerfile builds what the manifests run;
 //! - each service is run with exactly the command, args, env and ports its rendered
 //!   Deployment gives it, in a network namespace standing in for the pod network, with the
-//!   cluster's names resolving there; then every probe and every Service port of the
-//!   manifests must answer, a browser registration must work through them, and SIGTERM must
-//!   drain within the grace period. A flag renamed in code breaks this test, not a cluster.
+//!   cluster's names resolving there, and the test playing what the cluster would provide
+//!   (STUNner's CDS, a trace collector, the Kubernetes API with a mounted service account);
+//!   then every probe and every Service port of the manifests must answer, a browser
+//!   registration must work through them, ice-config's API requests must be allowed by the
+//!   manifests' RBAC, and SIGTERM must drain within the grace period. A flag renamed in code
+//!   breaks this test, not a cluster.
 
 use std::{
     collections::BTreeMap,
