@@ -23,7 +23,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
     echo "==> installing kubernetes-validate (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 fi
