@@ -21,3 +21,11 @@ generate:
 bench *ARGS:
     cargo build --release --workspace --bins
     ./target/release/bench {{ARGS}}
+
+# Render a Kubernetes overlay (minimal, production, observability, legacy-configmap)
+render overlay="minimal":
+    kubectl kustomize k8s/overlays/{{overlay}}
+
+# Build one service's image (needs a container engine): just image gateway REGISTRY/gateway:TAG
+image service tag:
+    docker build --target {{service}} -t {{tag}} .
