@@ -40,7 +40,7 @@ struct Shared {
     generation: watch::Sender<u64>,
     available: AtomicBool,
     /// While set, open watches stop reading, so pings go unanswered.
-    deaf: AtomicBool,
+    deaf: watch::Sender<bool>,
     lists: AtomicUsize,
     watches: AtomicUsize,
 }
@@ -71,7 +71,7 @@ impl FakeCds {
             updates: broadcast::channel(64).0,
             generation: watch::channel(0).0,
             available: AtomicBool::new(true),
-            deaf: AtomicBool::new(false),
+            deaf: watch::channel(false).0,
             lists: AtomicUsize::new(0),
             watches: AtomicUsize::new(0),
         });
@@ -136,7 +136,7 @@ impl FakeCds {
 
     /// While deaf, open watches stop reading, so the client's pings go unanswered.
     pub fn set_deaf(&self, deaf: bool) {
-        self.state.deaf.store(deaf, Ordering::SeqCst);
+        self.state.deaf.send_replace(deaf);
     }
 
     /// How many listings were answered.
@@ -274,8 +274,9 @@ async fn follow(state: Arc<Shared>, scope: Scope, mut socket: WebSocket) {
             return;
         }
     }
+    let mut deaf = state.deaf.subscribe();
     loop {
-        let deaf = state.deaf.load(Ordering::SeqCst);
+        let is_deaf = *deaf.borrow_and_update();
         tokio::select! {
             _ = generation.changed() => return,
             update = updates.recv() => match update {
@@ -288,11 +289,12 @@ async fn follow(state: Arc<Shared>, scope: Scope, mut socket: WebSocket) {
                 Err(_) => return,
             },
             // Reading is what answers pings; a deaf watch leaves them unanswered.
-            frame = socket.recv(), if !deaf => match frame {
+            frame = socket.recv(), if !is_deaf => match frame {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
-            _ = tokio::time::sleep(std::time::Duration::from_millis(50)), if deaf => {}
+            // Until it can hear again.
+            _ = deaf.changed(), if is_deaf => {}
         }
     }
 }
