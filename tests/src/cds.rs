@@ -156,6 +156,25 @@ impl Drop for FakeCds {
     }
 }
 
+/// An operator-era (v1) config of Gateway `name` (`namespace/gateway`) whose one listener is
+/// advertised at `address`.
+pub fn gateway_config(name: &str, address: &str) -> Value {
+    json!({
+        "version": "v1",
+        "admin": {"name": name, "loglevel": "all:INFO"},
+        "auth": {"type": "ephemeral", "realm": "stunner.l7mp.io", "credentials": {"secret": "s3cret"}},
+        "listeners": [{
+            "name": format!("{name}/udp-listener"),
+            "protocol": "TURN-UDP",
+            "public_address": address,
+            "public_port": 3478,
+            "address": "$STUNNER_ADDR",
+            "port": 3478
+        }],
+        "clusters": []
+    })
+}
+
 /// The config the operator sends for a deleted Gateway.
 pub fn zero_config(name: &str) -> Value {
     json!({

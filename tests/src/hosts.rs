@@ -3,9 +3,21 @@
 //! `/etc/hosts`. That is how a Kubernetes Service name (`signaling`, a headless Service with
 //! one address per pod) can be given to a service unchanged and still lead to loopback.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Display,
+    path::{Path, PathBuf},
+};
 
 use tempfile::NamedTempFile;
+
+/// The text of a hosts file: `localhost`, then one line per `(address, name)`.
+pub fn hosts_text<A: Display, N: Display>(entries: impl IntoIterator<Item = (A, N)>) -> String {
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for (address, name) in entries {
+        text.push_str(&format!("{address} {name}\n"));
+    }
+    text
+}
 
 /// A hosts file; rewritten in place, so a process that mounted it sees every change.
 pub struct Hosts {
@@ -23,10 +35,7 @@ impl Hosts {
     }
 
     pub fn rewrite(&self, entries: &[(&str, &str)]) {
-        let mut text = String::from("127.0.0.1 localhost\n");
-        for (address, name) in entries {
-            text.push_str(&format!("{address} {name}\n"));
-        }
+        let text = hosts_text(entries.iter().copied());
         // Truncate and write the same inode: a bind mount follows the inode, not the path.
         std::fs::write(self.file.path(), text).expect("write the hosts file");
     }

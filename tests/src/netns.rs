@@ -11,7 +11,7 @@ use std::{
     sync::atomic::{AtomicU8, Ordering},
 };
 
-use crate::Service;
+use crate::{Service, hosts::hosts_text};
 
 pub struct NetNs {
     name: String,
@@ -77,10 +77,7 @@ impl NetNs {
         ]);
         ip(&["-n", ns, "link", "set", &ns_veth, "up"]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
-        let mut text = String::from("127.0.0.1 localhost\n");
-        for (address, host) in hosts(&netns) {
-            text.push_str(&format!("{address} {host}\n"));
-        }
+        let text = hosts_text(hosts(&netns));
         let dir = Path::new("/etc/netns").join(ns);
         std::fs::create_dir_all(&dir).expect("create /etc/netns/<name>");
         std::fs::write(dir.join("hosts"), text).expect("write the namespace's hosts file");

@@ -1,6 +1,9 @@
 //! The three services as real processes on port 0, wired to each other.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use tempfile::TempDir;
 
@@ -48,20 +51,8 @@ impl Stack {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("stunnerd.conf");
         std::fs::write(&config, stunner_config).expect("write config");
-        let config = config.to_str().expect("utf-8").to_owned();
-        let mut args = vec![
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--stunner-config",
-            &config,
-        ];
-        args.extend_from_slice(flags.ice_config);
-        let ice_config = Service::start(&binary("ice-config"), &args, flags.env).await;
-        let mut args = vec!["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
-        args.extend_from_slice(flags.signaling);
-        let signaling = Service::start(&binary("signaling"), &args, flags.env).await;
+        let ice_config = start_ice_config(&config, flags.ice_config, flags.env).await;
+        let signaling = start_signaling(flags.signaling, flags.env).await;
         let gateway = start_gateway_with(
             flags.env,
             &ice_config.url("grpc", ""),
@@ -89,6 +80,28 @@ impl Stack {
     pub async fn browser(&self) -> Browser {
         Browser::connect(&self.ws_url()).await
     }
+}
+
+/// ice-config on port 0 of 127.0.0.1, reading the STUNner config file `config`.
+pub async fn start_ice_config(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
+    let config = config.to_str().expect("utf-8");
+    let mut args = vec![
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--stunner-config",
+        config,
+    ];
+    args.extend_from_slice(extra);
+    Service::start(&binary("ice-config"), &args, env).await
+}
+
+/// signaling on port 0 of 127.0.0.1.
+pub async fn start_signaling(extra: &[&str], env: &[(&str, &str)]) -> Service {
+    let mut args = vec!["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Service::start(&binary("signaling"), &args, env).await
 }
 
 /// A gateway on port 0, ready (attached to signaling) when this returns.

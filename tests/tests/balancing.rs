@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use testkit::{
-    Service, binary, eventually, hosts::Hosts, metric, stack::start_gateway_in,
-    stack::static_config,
+    Service, binary, eventually,
+    hosts::Hosts,
+    metric,
+    stack::{start_gateway_in, start_ice_config, start_signaling, static_config},
 };
 
 const ISSUED: &str = "iceconfig_ice_configs_issued_total{api=\"grpc\",auth=\"static\"}";
@@ -27,20 +29,8 @@ async fn ice_config_requests_are_spread_over_every_replica_and_follow_the_name()
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("stunnerd.conf");
     std::fs::write(&config, static_config(3478)).expect("write config");
+    let first = start_ice_config(&config, &[], &[]).await;
     let config = config.to_str().expect("utf-8");
-    let first = Service::start(
-        &binary("ice-config"),
-        &[
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--stunner-config",
-            config,
-        ],
-        &[],
-    )
-    .await;
     let port = first.addr("grpc").port();
     let second_addr = format!("127.0.0.2:{port}");
     let mut second = Service::start(
@@ -56,12 +46,7 @@ async fn ice_config_requests_are_spread_over_every_replica_and_follow_the_name()
         &[],
     )
     .await;
-    let signaling = Service::start(
-        &binary("signaling"),
-        &["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
-        &[],
-    )
-    .await;
+    let signaling = start_signaling(&[], &[]).await;
     let hosts = Hosts::new(&[
         ("127.0.0.1", "ice-config-grpc"),
         ("127.0.0.2", "ice-config-grpc"),
@@ -116,12 +101,7 @@ async fn ice_config_requests_are_spread_over_every_replica_and_follow_the_name()
 
 #[tokio::test]
 async fn a_name_that_resolves_to_nothing_refuses_registrations_in_bounded_time() {
-    let signaling = Service::start(
-        &binary("signaling"),
-        &["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
-        &[],
-    )
-    .await;
+    let signaling = start_signaling(&[], &[]).await;
     // No address for the name, as when a headless Service has no ready pod yet.
     let hosts = Hosts::new(&[]);
     let gateway = start_gateway_in(

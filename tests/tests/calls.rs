@@ -414,19 +414,7 @@ async fn without_ice_config_registration_is_refused_and_reserves_nothing() {
 
     // A second gateway on the same signaling, with a working ice-config, can take the name.
     let config = stack.dir.path().join("stunnerd.conf");
-    let ice = testkit::Service::start(
-        &testkit::binary("ice-config"),
-        &[
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--stunner-config",
-            config.to_str().expect("utf-8"),
-        ],
-        &[],
-    )
-    .await;
+    let ice = testkit::stack::start_ice_config(&config, &[], &[]).await;
     let gateway =
         testkit::stack::start_gateway(&ice.url("grpc", ""), &stack.signaling.url("grpc", ""), &[])
             .await;

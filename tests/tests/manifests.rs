@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 use testkit::{
     Browser, Service, binary,
-    cds::FakeCds,
+    cds::{FakeCds, gateway_config},
     eventually,
     kube_api::{ApiStandIn, certificates, config_map},
     netns::NetNs,
@@ -554,13 +554,7 @@ async fn run_as_the_manifests_say(overlay: &str) {
 
     // What the cluster would provide: STUNner's config (through its config discovery service
     // or, legacy, a ConfigMap in the Kubernetes API), a trace collector.
-    let stunner = serde_json::json!({
-        "version": "v1",
-        "admin": {"name": "stunner/udp-gateway"},
-        "auth": {"type": "ephemeral", "realm": "stunner.l7mp.io", "credentials": {"secret": "s3cret"}},
-        "listeners": [{"name": "stunner/udp-gateway/udp-listener", "protocol": "TURN-UDP",
-            "public_address": "198.51.100.20", "public_port": 3478, "address": "$STUNNER_ADDR", "port": 3478}],
-    });
+    let stunner = gateway_config("stunner/udp-gateway", "198.51.100.20");
     let ice = containers[0].1;
     let mut cds = None;
     let mut cluster = None;

@@ -336,7 +336,6 @@ async fn log_lines_inside_a_span_carry_its_trace_id() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("stunnerd.conf");
     std::fs::write(&config, static_config(3478)).expect("write");
-    let config = config.to_str().expect("utf-8").to_owned();
     for json in [false, true] {
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -346,19 +345,7 @@ async fn log_lines_inside_a_span_carry_its_trace_id() {
         if json {
             env.push(("LOG_FORMAT", "json"));
         }
-        let service = testkit::Service::start(
-            &testkit::binary("ice-config"),
-            &[
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--stunner-config",
-                &config,
-            ],
-            &env,
-        )
-        .await;
+        let service = testkit::stack::start_ice_config(&config, &[], &env).await;
         let mut client = IceConfigServiceClient::connect(service.url("grpc", ""))
             .await
             .expect("connect");

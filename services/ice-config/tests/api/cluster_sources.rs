@@ -5,25 +5,15 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{
     Service,
-    cds::FakeCds,
+    cds::{FakeCds, gateway_config},
     eventually,
     kube_api::{ApiStandIn, config_map},
 };
 
 const WITHIN: Duration = Duration::from_secs(10);
-
-fn gateway_config(name: &str, address: &str) -> Value {
-    json!({
-        "version": "v1",
-        "admin": {"name": name},
-        "auth": {"type": "ephemeral", "credentials": {"secret": "s3cret"}},
-        "listeners": [{"name": format!("{name}/udp"), "protocol": "TURN-UDP",
-            "public_address": address, "public_port": 3478, "address": "$STUNNER_ADDR", "port": 3478}],
-    })
-}
 
 async fn ice(service: &Service) -> (u16, String) {
     let response = reqwest::get(service.url("http", "/ice?service=turn&username=alice"))
@@ -43,19 +33,10 @@ async fn until_ice(service: &Service, what: &str, check: impl Fn(u16, &str) -> b
     .await;
 }
 
-fn ice_config(args: &[&str], env: &[(&str, &str)]) -> impl Future<Output = Service> {
+async fn ice_config(args: &[&str], env: &[(&str, &str)]) -> Service {
     let mut all = vec!["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    async move {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Service::start(Path::new(env!("CARGO_BIN_EXE_ice-config")), &args, &env).await
-    }
+    Service::start(Path::new(env!("CARGO_BIN_EXE_ice-config")), &all, env).await
 }
 
 #[tokio::test]

@@ -90,15 +90,11 @@ fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
 }
 
 /// A `stunnerd-config`-style ConfigMap holding `config` under `stunnerd.conf`.
+/// `testkit`'s legacy-operator ConfigMap, at a resource version.
 fn config_map(namespace: &str, name: &str, version: &str, config: &Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {
-            "name": name, "namespace": namespace, "resourceVersion": version,
-            "labels": {"stunner.l7mp.io/owned-by": "stunner"},
-        },
-        "data": {"stunnerd.conf": config.to_string()},
-    })
+    let mut map = testkit::kube_api::config_map(namespace, name, config);
+    map["metadata"]["resourceVersion"] = json!(version);
+    map
 }
 
 fn event(kind: &str, object: &Value) -> Value {

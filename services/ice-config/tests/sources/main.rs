@@ -11,29 +11,10 @@ use ice_config::{
     metrics::Metrics,
     store::{ConfigStore, Readiness},
 };
-use serde_json::{Value, json};
+use testkit::cds::gateway_config;
 
 /// How long a change may take to show.
 const WITHIN: Duration = Duration::from_secs(10);
-
-/// An operator-era (v1) config of Gateway `name` (`namespace/gateway`) whose one listener is
-/// advertised at `address`.
-fn gateway_config(name: &str, address: &str) -> Value {
-    json!({
-        "version": "v1",
-        "admin": {"name": name, "loglevel": "all:INFO"},
-        "auth": {"type": "ephemeral", "realm": "stunner.l7mp.io", "credentials": {"secret": "s3cret"}},
-        "listeners": [{
-            "name": format!("{name}/udp-listener"),
-            "protocol": "TURN-UDP",
-            "public_address": address,
-            "public_port": 3478,
-            "address": "$STUNNER_ADDR",
-            "port": 3478
-        }],
-        "clusters": []
-    })
-}
 
 fn new_store() -> ConfigStore {
     ConfigStore::new(Metrics::default())
