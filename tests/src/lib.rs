@@ -22,6 +22,7 @@ use tokio::{
 pub mod browser;
 pub mod cds;
 pub mod coturn;
+pub mod grpc;
 pub mod hosts;
 pub mod kube_api;
 pub mod netns;
@@ -50,6 +51,20 @@ pub fn binary(name: &str) -> PathBuf {
             exe.display()
         )
     })
+}
+
+/// The Python of the test tools' virtualenv (`target/test-venv`, made by `scripts/test.sh`:
+/// PEP 668 systems refuse `pip install` outside one), or `$TEST_PYTHON`, or `python3`.
+pub fn test_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python3");
+    if venv.is_file() {
+        venv
+    } else {
+        "python3".into()
+    }
 }
 
 /// The value of one sample (`name{labels}`, exactly as rendered) in a Prometheus/OpenMetrics

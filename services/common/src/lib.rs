@@ -1,15 +1,23 @@
-//! What every service binary shares: logging setup, the shutdown signal, and duration flags.
+//! What every service binary shares: flag groups ([`args`]), the service runtime ([`runtime`]:
+//! ports, gRPC health and reflection, the drain), the admin HTTP routes ([`admin`]), logging and
+//! OpenTelemetry ([`telemetry`]), metrics rendering, the shutdown signal and duration flags.
 
-use std::{io::IsTerminal, time::Duration};
+use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+pub mod admin;
+pub mod args;
 mod logs;
 pub mod metrics;
+pub mod runtime;
 pub mod telemetry;
 
+/// A duration flag's value: parsed by [`parse_duration`], shown in `--help` as `10s`, `1day`.
+pub use humantime::Duration;
+pub use runtime::{GrpcServices, Runtime, run_binary};
 pub use telemetry::Telemetry;
 
 /// Installs the global `tracing` subscriber: structured events to stderr, filtered by
@@ -81,32 +89,35 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Parses `250ms`, `10s`, `5m`, `12h`, `1d`, or a bare number of seconds (for clap flags).
+/// Parses a duration flag: `250ms`, `10s`, `5m`, `12h`, `1d`, `1h 30m` (humantime's syntax), or a
+/// bare number of seconds, as the manifests of earlier releases wrote them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 10s, 5m, 12h or 1d"))?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    number
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds).into());
+    }
+    text.parse::<Duration>().map_err(|error| {
+        format!("{text:?} is not a duration like 250ms, 10s, 5m, 12h or 1d: {error}")
+    })
+}
+
+/// `bytes` random bytes from the OS, as lowercase hex: tokens, ids.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    // The OS random source failing is not survivable for a service issuing secrets.
+    getrandom::fill(&mut buffer).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
+    hex(&buffer)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -115,12 +126,25 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5w").is_err());
-        assert!(parse_duration("").is_err());
+        let parse = |text| parse_duration(text).map(|d| *d);
+        assert_eq!(parse("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(parse("10"), Ok(std::time::Duration::from_secs(10)));
+        assert_eq!(parse("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse("1d"), Ok(std::time::Duration::from_secs(86_400)));
+        assert_eq!(parse("1h 30m"), Ok(std::time::Duration::from_secs(5_400)));
+        assert!(parse("ten").is_err());
+        assert!(parse("5 parsecs").is_err());
+        assert!(parse("").is_err());
+        // Shown in --help the way it parses back.
+        let shown = Duration::from(std::time::Duration::from_secs(86_400)).to_string();
+        assert_eq!(parse(&shown), Ok(std::time::Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn hex_and_random() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let token = random_hex(16);
+        assert_eq!(token.len(), 32);
+        assert_ne!(token, random_hex(16));
     }
 }

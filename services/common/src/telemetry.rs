@@ -8,6 +8,9 @@ use opentelemetry::{
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The W3C trace context key, in gRPC metadata and in the per-message `trace_context` maps.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// Whether spans are exported by this process: per-message span work is skipped when not.
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -91,13 +94,13 @@ pub fn current_traceparent() -> Option<String> {
     let context = tracing::Span::current().context();
     let mut carrier = std::collections::HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
-    carrier.remove("traceparent")
+    carrier.remove(TRACEPARENT)
 }
 
 /// Makes `span` a child of a `traceparent` value; before the span is first entered.
 pub fn continue_traceparent(span: &tracing::Span, traceparent: &str) {
     let carrier: std::collections::HashMap<String, String> =
-        [("traceparent".to_owned(), traceparent.to_owned())].into();
+        [(TRACEPARENT.to_owned(), traceparent.to_owned())].into();
     let parent: Context = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
     let _ = span.set_parent(parent);
 }

@@ -1,22 +1,29 @@
 //! Command-line flags, each also read from an environment variable.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::Parser;
-use svc_common::{parse_duration, shutdown_signal};
+use svc_common::{
+    Duration,
+    args::{DrainArgs, HttpArgs},
+    parse_duration,
+};
 
 use crate::{
-    app::{Application, Settings},
+    app::{self, Settings},
     session::SessionLimits,
 };
 
 /// The browsers' edge: serves the page and the WebSocket at /one2one, translating to gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version)]
+#[command(
+    name = "gateway",
+    version,
+    mut_arg("http_addr", |a| a.default_value("0.0.0.0:8080").required(false)),
+)]
 pub struct Args {
-    /// HTTP listen address (page, /one2one, /healthz, /readyz, /metrics).
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
-    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// The signaling service.
     #[arg(long, env = "SIGNALING_URL", default_value = "http://127.0.0.1:50052")]
@@ -45,19 +52,19 @@ pub struct Args {
     pub relay_only: bool,
 
     /// Messages per second one browser may send, on average.
-    #[arg(long, env = "SESSION_RATE", default_value_t = 50)]
+    #[arg(long, env = "SESSION_RATE", default_value_t = SessionLimits::default().rate)]
     pub session_rate: u32,
 
     /// Messages one browser may send at once above the rate.
-    #[arg(long, env = "SESSION_BURST", default_value_t = 200)]
+    #[arg(long, env = "SESSION_BURST", default_value_t = SessionLimits::default().burst)]
     pub session_burst: u32,
 
     /// Messages a browser may fall behind by before it is closed.
-    #[arg(long, env = "SESSION_QUEUE", default_value_t = 256)]
+    #[arg(long, env = "SESSION_QUEUE", default_value_t = crate::app::SESSION_QUEUE)]
     pub session_queue: usize,
 
     /// How often browsers are pinged; one silent for two intervals is closed.
-    #[arg(long, env = "PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = "PING_INTERVAL", default_value_t = SessionLimits::default().ping_interval.into(), value_parser = parse_duration)]
     pub ping_interval: Duration,
 
     /// PEM certificate chain: serve HTTPS and WSS (needs --tls-key).
@@ -68,43 +75,56 @@ pub struct Args {
     #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// How long connections may take to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub drain: DrainArgs,
 }
 
 impl Args {
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        let telemetry = svc_common::init_telemetry("gateway");
-        let run = async {
-            let app = Application::build(args.settings()).await?;
-            let scheme = if app.tls() { "https" } else { "http" };
-            println!("gateway listening {scheme}={}", app.http_addr());
-            app.run_until_stopped(shutdown_signal()).await
-        };
-        let outcome = run.await;
-        telemetry.shutdown().await;
-        outcome
+        svc_common::run_binary("gateway", app::build(args.settings())).await
     }
 
     pub fn settings(self) -> Settings {
         Settings {
-            http_addr: self.http_addr,
+            http_addr: self.http.http_addr,
             signaling_url: self.signaling_url,
             ice_config_url: self.ice_config_url,
-            ice_config_resolve_every: self.ice_config_resolve_interval,
+            ice_config_resolve_every: *self.ice_config_resolve_interval,
             static_dir: self.static_dir,
             origins: self.allowed_origins,
             relay_only: self.relay_only,
             limits: SessionLimits {
                 rate: self.session_rate,
                 burst: self.session_burst,
-                ping_interval: self.ping_interval,
+                ping_interval: *self.ping_interval,
             },
             session_queue: self.session_queue,
             tls: self.tls_cert.zip(self.tls_key),
-            shutdown_grace: self.shutdown_grace,
+            shutdown_grace: *self.drain.shutdown_grace,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_reads_its_env_var() {
+        use clap::CommandFactory;
+        svc_common::args::assert_every_flag_reads_env(&Args::command());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = Args::parse_from(["gateway"]).settings();
+        assert_eq!(settings.http_addr.port(), 8080);
+        assert_eq!((settings.limits.rate, settings.limits.burst), (50, 200));
+        assert_eq!(
+            settings.limits.ping_interval,
+            std::time::Duration::from_secs(20)
+        );
+        assert_eq!(settings.session_queue, 256);
     }
 }

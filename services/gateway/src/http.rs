@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use svc_common::admin::Readiness;
 use tower_http::services::ServeDir;
 
 use crate::session::{self, Shared};
@@ -49,13 +50,16 @@ pub enum Origins {
 }
 
 pub fn router(state: HttpState, static_dir: PathBuf) -> Router {
+    let (ready, metrics) = (state.shared.clone(), state.shared.clone());
+    let admin = svc_common::admin::router(
+        move || readiness(&ready),
+        move || metrics.metrics.render(metrics.link.sessions()),
+    );
     Router::new()
         .route("/one2one", get(upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback_service(ServeDir::new(static_dir))
         .with_state(state)
+        .merge(admin)
+        .fallback_service(ServeDir::new(static_dir))
 }
 
 async fn upgrade(
@@ -79,7 +83,10 @@ async fn upgrade(
         .max_write_buffer_size(MAX_MESSAGE * 4)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| session::run(socket, session, shared))
+        .on_upgrade(move |socket| {
+            let tracker = shared.sessions.clone();
+            tracker.track_future(session::run(socket, session, shared))
+        })
 }
 
 impl Origins {
@@ -119,18 +126,14 @@ impl Origins {
     }
 }
 
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.shared.link.is_connected() {
-        (StatusCode::OK, "ready\n")
+/// Ready while the stream to signaling is up.
+fn readiness(shared: &Shared) -> Readiness {
+    if shared.link.is_connected() {
+        Readiness::ready()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready\nno stream to signaling\n",
-        )
+        Readiness {
+            ready: false,
+            problems: vec!["no stream to signaling".into()],
+        }
     }
-}
-
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = state.shared.metrics.render(state.shared.link.sessions());
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body)
 }

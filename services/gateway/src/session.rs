@@ -9,7 +9,7 @@ use stunner_proto::signaling::v1::{
     self as pb, gateway_message::Body as Up, session_message::Body as Down,
 };
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
@@ -32,7 +32,10 @@ pub struct Shared {
     pub metrics: Metrics,
     pub ice: IceClient,
     pub limits: SessionLimits,
+    /// Cancelled when the gateway starts draining: every session closes with 1001.
     pub stop: CancellationToken,
+    /// Owns every session task, so the drain waits for their closing handshakes.
+    pub sessions: TaskTracker,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +46,16 @@ pub struct SessionLimits {
     pub burst: u32,
     /// How often the server pings; a browser silent for two intervals is gone.
     pub ping_interval: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            rate: 50,
+            burst: 200,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Runs one session to its end.

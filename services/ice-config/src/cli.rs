@@ -1,14 +1,18 @@
 //! Command-line flags, each also read from an environment variable, so Kubernetes sets env and
 //! humans set flags.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use svc_common::{parse_duration, shutdown_signal};
+use svc_common::{
+    Duration,
+    args::{DrainArgs, GrpcArgs, HttpArgs},
+    parse_duration,
+};
 
 use crate::{
-    app::{Application, Settings, SourceSettings},
+    app::{self, Settings, SourceSettings},
     ice::TtlPolicy,
     source::cds,
 };
@@ -16,15 +20,18 @@ use crate::{
 /// Issues TURN credentials and ICE configurations from the running STUNner config, over gRPC
 /// (iceconfig.v1) and the REST API of stunner-auth-service.
 #[derive(Debug, Parser)]
-#[command(name = "ice-config", version)]
+#[command(
+    name = "ice-config",
+    version,
+    mut_arg("grpc_addr", |a| a.default_value("0.0.0.0:50051").required(false)),
+    mut_arg("http_addr", |a| a.default_value("0.0.0.0:8088").required(false)),
+)]
 pub struct Args {
-    /// gRPC listen address (IceConfigService, health, reflection).
-    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
-    pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
 
-    /// HTTP listen address (REST API, /healthz, /readyz, /metrics).
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8088")]
-    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Where STUNner configs come from: config files (`file`), ConfigMaps through the
     /// Kubernetes API (`kubernetes`) or STUNner's config discovery service (`cds`).
@@ -75,44 +82,34 @@ pub struct Args {
     pub cds_namespace: Option<String>,
 
     /// Credential lifetime when a request names none.
-    #[arg(long, env = "DEFAULT_TTL", default_value = "1d", value_parser = parse_duration)]
+    #[arg(long, env = "DEFAULT_TTL", default_value_t = TtlPolicy::default().default.into(), value_parser = parse_duration)]
     pub default_ttl: Duration,
 
     /// The longest credential lifetime a request may ask for.
-    #[arg(long, env = "MAX_TTL", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "MAX_TTL", default_value_t = TtlPolicy::default().max.into(), value_parser = parse_duration)]
     pub max_ttl: Duration,
 
-    /// How long requests in flight may take to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub drain: DrainArgs,
 }
 
 impl Args {
     /// The whole binary: parse flags, set up logging, run until SIGINT/SIGTERM.
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        let telemetry = svc_common::init_telemetry("ice-config");
-        let run = async {
-            let app = Application::build(args.settings()?).await?;
-            // One line on stdout, for people and for tests that bind port 0.
-            println!(
-                "ice-config listening grpc={} http={}",
-                app.grpc_addr(),
-                app.http_addr()
-            );
-            app.run_until_stopped(shutdown_signal()).await?;
-            Ok(())
-        };
-        let outcome = run.await;
-        telemetry.shutdown().await;
-        outcome
+        svc_common::run_binary(
+            "ice-config",
+            async move { app::build(args.settings()?).await },
+        )
+        .await
     }
 
     pub fn settings(self) -> anyhow::Result<Settings> {
+        let (default_ttl, max_ttl) = (*self.default_ttl, *self.max_ttl);
         anyhow::ensure!(
-            self.default_ttl >= Duration::from_secs(1) && self.default_ttl <= self.max_ttl,
+            default_ttl >= std::time::Duration::from_secs(1) && default_ttl <= max_ttl,
             "--default-ttl must be at least 1s and at most --max-ttl ({:?})",
-            self.max_ttl
+            max_ttl
         );
         let source = match self.config_source {
             SourceKind::File => {
@@ -122,7 +119,7 @@ impl Args {
                 );
                 SourceSettings::Files {
                     paths: self.stunner_configs,
-                    poll_interval: self.config_poll_interval,
+                    poll_interval: *self.config_poll_interval,
                 }
             }
             SourceKind::Kubernetes => {
@@ -156,14 +153,14 @@ impl Args {
             }
         };
         Ok(Settings {
-            grpc_addr: self.grpc_addr,
-            http_addr: self.http_addr,
+            grpc_addr: self.grpc.grpc_addr,
+            http_addr: self.http.http_addr,
             source,
             ttl: TtlPolicy {
-                default: self.default_ttl,
-                max: self.max_ttl,
+                default: default_ttl,
+                max: max_ttl,
             },
-            shutdown_grace: self.shutdown_grace,
+            shutdown_grace: *self.drain.shutdown_grace,
         })
     }
 }
@@ -183,15 +180,17 @@ mod tests {
     #[test]
     fn every_flag_reads_its_env_var() {
         use clap::CommandFactory;
-        for arg in Args::command().get_arguments() {
-            let id = arg.get_id().as_str();
-            if matches!(id, "help" | "version") {
-                continue;
-            }
-            assert!(
-                arg.get_env().is_some(),
-                "--{id} has no environment variable"
-            );
-        }
+        svc_common::args::assert_every_flag_reads_env(&Args::command());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = Args::parse_from(["ice-config"])
+            .settings()
+            .expect("defaults");
+        assert_eq!(settings.grpc_addr.port(), 50051);
+        assert_eq!(settings.http_addr.port(), 8088);
+        assert_eq!(settings.ttl.default, TtlPolicy::default().default);
+        assert_eq!(settings.ttl.max, TtlPolicy::default().max);
     }
 }

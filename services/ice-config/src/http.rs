@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -21,7 +21,7 @@ use crate::{
         self, Filter, IceError, IceRequest, IceTransportPolicy, RequestError, Ttl, TtlPolicy,
         UserId,
     },
-    metrics::{self, Metrics},
+    metrics::Metrics,
     store::ConfigStore,
 };
 
@@ -34,13 +34,15 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
+    let (store, metrics) = (state.store.clone(), state.metrics.clone());
     Router::new()
         .route("/ice", get(get_ice))
         .route("/", get(get_turn))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
         .with_state(state)
+        .merge(svc_common::admin::router(
+            move || store.readiness(),
+            move || metrics.render(),
+        ))
 }
 
 /// The query parameters of stunner-auth-service, all optional strings so that every parse error
@@ -196,25 +198,4 @@ impl HttpState {
         }
         Ok(config)
     }
-}
-
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
-    let readiness = state.store.readiness();
-    let (status, mut body) = if readiness.ready {
-        (StatusCode::OK, "ready\n".to_owned())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
-    };
-    for problem in readiness.problems {
-        body.push_str(&problem);
-        body.push('\n');
-    }
-    (status, body)
-}
-
-async fn render_metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.render(),
-    )
 }

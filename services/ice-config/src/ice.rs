@@ -44,6 +44,16 @@ pub struct TtlPolicy {
     pub max: Duration,
 }
 
+impl Default for TtlPolicy {
+    /// A day when the request names none, as stunner-auth-service; at most a week.
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(86_400),
+            max: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IceTransportPolicy {
     #[default]

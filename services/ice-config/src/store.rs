@@ -47,14 +47,9 @@ impl ConfigSet {
     }
 }
 
-/// Whether the service can answer, and what is wrong if anything.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Readiness {
-    /// Every source has loaded at least once.
-    pub ready: bool,
-    /// One line per source that has not loaded yet or whose last load failed.
-    pub problems: Vec<String>,
-}
+/// Whether the service can answer (every source has loaded at least once), and one line per
+/// source that has not loaded yet or whose last load failed.
+pub use svc_common::admin::Readiness;
 
 /// A cloneable handle to the shared store.
 #[derive(Clone)]

@@ -30,7 +30,7 @@ struct Args {
 
     /// Credential lifetime (short, to see refreshes happen).
     #[arg(long, env = "DEFAULT_TTL", default_value = "1h", value_parser = svc_common::parse_duration)]
-    default_ttl: Duration,
+    default_ttl: svc_common::Duration,
 }
 
 #[tokio::main]
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = svc_common::init_telemetry("local-stack");
 
-    let secret = random_secret();
+    let secret = svc_common::random_hex(24);
     let turn = EmbeddedTurn::start(args.turn_addr, &secret).await?;
     let dir = tempfile_dir()?;
     let config = dir.join("stunnerd.conf");
@@ -46,7 +46,8 @@ async fn main() -> anyhow::Result<()> {
 
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let grace = Duration::from_secs(5);
-    let ice = ice_config::app::Application::build(ice_config::app::Settings {
+    // Each service with its own binary's defaults, on loopback ports of their own.
+    let ice = ice_config::app::build(ice_config::app::Settings {
         grpc_addr: loopback,
         http_addr: loopback,
         source: ice_config::app::SourceSettings::Files {
@@ -54,43 +55,53 @@ async fn main() -> anyhow::Result<()> {
             poll_interval: Duration::from_millis(250),
         },
         ttl: ice_config::ice::TtlPolicy {
-            default: args.default_ttl,
-            max: Duration::from_secs(7 * 86_400),
+            default: *args.default_ttl,
+            ..Default::default()
         },
         shutdown_grace: grace,
     })
     .await?;
-    let signaling = signaling::app::Application::build(signaling::app::Settings {
+    let signaling = signaling::app::build(signaling::app::Settings {
         grpc_addr: loopback,
         http_addr: loopback,
-        limits: signaling::switchboard::Limits::default(),
+        limits: Default::default(),
         shutdown_grace: grace,
     })
     .await?;
-    let gateway = gateway::app::Application::build(gateway::app::Settings {
+    let url = |runtime: &svc_common::Runtime| {
+        runtime
+            .addr("grpc")
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default()
+    };
+    let gateway = gateway::app::build(gateway::app::Settings {
         http_addr: args.http_addr,
-        signaling_url: format!("http://{}", signaling.grpc_addr()),
-        ice_config_url: format!("http://{}", ice.grpc_addr()),
+        signaling_url: url(&signaling),
+        ice_config_url: url(&ice),
         ice_config_resolve_every: Duration::from_secs(5),
         static_dir: args.static_dir,
         origins: Vec::new(),
         relay_only: true,
-        limits: gateway::session::SessionLimits {
-            rate: 50,
-            burst: 200,
-            ping_interval: Duration::from_secs(20),
-        },
-        session_queue: 256,
+        limits: Default::default(),
+        session_queue: gateway::app::SESSION_QUEUE,
         tls: None,
         shutdown_grace: grace,
     })
     .await?;
-    let http = gateway.http_addr();
+    let http = gateway.addr("http").unwrap_or(args.http_addr);
+    let addr = |runtime: &svc_common::Runtime, key| {
+        runtime
+            .addr(key)
+            .map(|addr| addr.to_string())
+            .unwrap_or_default()
+    };
     println!(
-        "local-stack listening http={http} turn={} ice-config={} signaling={}",
+        "local-stack listening http={http} turn={} ice-config={} ice-config-http={} signaling={} signaling-http={}",
         turn.addr(),
-        ice.grpc_addr(),
-        signaling.grpc_addr()
+        addr(&ice, "grpc"),
+        addr(&ice, "http"),
+        addr(&signaling, "grpc"),
+        addr(&signaling, "http"),
     );
     println!(
         "Open http://{http}/ in two browser tabs, register two names, and call one from the other."
@@ -98,13 +109,9 @@ async fn main() -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let mut services: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    let until = |stop: &CancellationToken| stop.clone().cancelled_owned();
-    let shutdown = until(&stop);
-    services.spawn(async move { Ok(ice.run_until_stopped(shutdown).await?) });
-    let shutdown = until(&stop);
-    services.spawn(signaling.run_until_stopped(shutdown));
-    let shutdown = until(&stop);
-    services.spawn(gateway.run_until_stopped(shutdown));
+    for runtime in [ice, signaling, gateway] {
+        services.spawn(runtime.run(stop.clone().cancelled_owned()));
+    }
 
     let outcome = tokio::select! {
         () = svc_common::shutdown_signal() => Ok(()),
@@ -135,12 +142,6 @@ fn stunner_config(turn: SocketAddr, secret: &str) -> String {
         ip = turn.ip(),
         port = turn.port(),
     )
-}
-
-fn random_secret() -> String {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A private folder for the generated config, removed on exit.

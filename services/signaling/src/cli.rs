@@ -1,69 +1,91 @@
 //! Command-line flags, each also read from an environment variable.
 
-use std::{net::SocketAddr, time::Duration};
-
 use clap::Parser;
-use svc_common::{parse_duration, shutdown_signal};
+use svc_common::{
+    Duration,
+    args::{DrainArgs, GrpcArgs, HttpArgs},
+    parse_duration,
+};
 
 use crate::{
-    app::{Application, Settings},
+    app::{self, Settings},
     switchboard::Limits,
 };
 
 /// Presence and call routing for browser sessions carried by the gateway.
 #[derive(Debug, Parser)]
-#[command(name = "signaling", version)]
+#[command(
+    name = "signaling",
+    version,
+    mut_arg("grpc_addr", |a| a.default_value("0.0.0.0:50052").required(false)),
+    mut_arg("http_addr", |a| a.default_value("0.0.0.0:8089").required(false)),
+)]
 pub struct Args {
-    /// gRPC listen address (SignalingService, health, reflection).
-    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
-    pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
 
-    /// HTTP listen address (/healthz, /readyz, /metrics).
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8089")]
-    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// How long a call may ring unanswered.
-    #[arg(long, env = "RING_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "RING_TIMEOUT", default_value_t = Limits::default().ring_timeout.into(), value_parser = parse_duration)]
     pub ring_timeout: Duration,
 
     /// How long a disconnected user's name stays reserved for its resume token.
-    #[arg(long, env = "RESUME_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "RESUME_GRACE", default_value_t = Limits::default().resume_grace.into(), value_parser = parse_duration)]
     pub resume_grace: Duration,
 
     /// Candidates buffered per call until the callee can take them.
-    #[arg(long, env = "MAX_BUFFERED_CANDIDATES", default_value_t = 64)]
+    #[arg(long, env = "MAX_BUFFERED_CANDIDATES", default_value_t = Limits::default().max_buffered_candidates)]
     pub max_buffered_candidates: usize,
 
-    /// How long open streams may take to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub drain: DrainArgs,
 }
 
 impl Args {
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        let telemetry = svc_common::init_telemetry("signaling");
-        let run = async {
-            let app = Application::build(Settings {
-                grpc_addr: args.grpc_addr,
-                http_addr: args.http_addr,
-                limits: Limits {
-                    ring_timeout: args.ring_timeout,
-                    resume_grace: args.resume_grace,
-                    max_buffered_candidates: args.max_buffered_candidates,
-                },
-                shutdown_grace: args.shutdown_grace,
-            })
-            .await?;
-            println!(
-                "signaling listening grpc={} http={}",
-                app.grpc_addr(),
-                app.http_addr()
-            );
-            app.run_until_stopped(shutdown_signal()).await
-        };
-        let outcome = run.await;
-        telemetry.shutdown().await;
-        outcome
+        svc_common::run_binary("signaling", app::build(args.settings())).await
+    }
+
+    pub fn settings(self) -> Settings {
+        Settings {
+            grpc_addr: self.grpc.grpc_addr,
+            http_addr: self.http.http_addr,
+            limits: Limits {
+                ring_timeout: *self.ring_timeout,
+                resume_grace: *self.resume_grace,
+                max_buffered_candidates: self.max_buffered_candidates,
+            },
+            shutdown_grace: *self.drain.shutdown_grace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_reads_its_env_var() {
+        use clap::CommandFactory;
+        svc_common::args::assert_every_flag_reads_env(&Args::command());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = Args::parse_from(["signaling"]).settings();
+        assert_eq!(settings.grpc_addr.port(), 50052);
+        assert_eq!(settings.http_addr.port(), 8089);
+        assert_eq!(
+            settings.limits.ring_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            settings.limits.resume_grace,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(settings.limits.max_buffered_candidates, 64);
     }
 }

@@ -6,7 +6,7 @@ use std::{os::unix::fs::symlink, path::Path, time::Duration};
 use stunner_proto::iceconfig::v1::GetIceConfigRequest;
 use tonic::Code;
 
-use crate::helpers::{EPHEMERAL, STATIC, TestApp, all_urls, metric};
+use super::helpers::{EPHEMERAL, STATIC, TestApp, all_urls, metric};
 
 fn username(config: &stunner_proto::iceconfig::v1::IceConfig) -> Option<&str> {
     Some(config.ice_servers.first()?.username.as_str())

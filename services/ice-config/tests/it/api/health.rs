@@ -4,7 +4,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{RELOAD, STATIC, TestApp, metric};
+use super::helpers::{RELOAD, STATIC, TestApp, metric};
 
 const SERVICE: &str = "iceconfig.v1.IceConfigService";
 

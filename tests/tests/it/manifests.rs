@@ -155,8 +155,9 @@ fn every_overlay_renders_and_its_builtin_objects_validate_strictly() {
     for overlay in OVERLAYS {
         let file = dir.path().join(format!("{overlay}.yaml"));
         std::fs::write(&file, render(overlay)).expect("write");
-        // As a module: found wherever pip put it, whatever is on PATH.
-        let output = Command::new("python3")
+        // As a module of the test tools' virtualenv (scripts/test.sh makes it), whatever is on
+        // PATH.
+        let output = Command::new(testkit::test_python())
             .args([
                 "-m",
                 "kubernetes_validate",
@@ -170,7 +171,7 @@ fn every_overlay_renders_and_its_builtin_objects_validate_strictly() {
         assert!(
             !String::from_utf8_lossy(&output.stderr)
                 .contains("No module named kubernetes_validate"),
-            "kubernetes-validate is not installed (python3 -m pip install kubernetes-validate)"
+            "kubernetes-validate is not installed (bash scripts/test.sh puts it in target/test-venv)"
         );
         let report = String::from_utf8_lossy(&output.stdout).into_owned()
             + &String::from_utf8_lossy(&output.stderr);

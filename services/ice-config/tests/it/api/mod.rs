@@ -1,4 +1,4 @@
-//! ice-config's API tests: the real binary, on port 0, fed from real files.
+//! The API of the real binary, on port 0, fed from real files.
 
 mod cluster_sources;
 mod grpc;

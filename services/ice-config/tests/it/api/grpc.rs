@@ -6,7 +6,7 @@ use ice_config::credentials::ephemeral_credential;
 use stunner_proto::iceconfig::v1::{GetIceConfigRequest, IceConfig, IceServer, IceTransportPolicy};
 use tonic::Code;
 
-use crate::helpers::{EPHEMERAL, STATIC, TestApp, all_urls};
+use super::helpers::{EPHEMERAL, STATIC, TestApp, all_urls};
 
 fn request(user: &str) -> GetIceConfigRequest {
     GetIceConfigRequest {

@@ -3,7 +3,7 @@
 use ice_config::credentials::ephemeral_credential;
 use serde_json::{Value, json};
 
-use crate::helpers::{EPHEMERAL, STATIC, TestApp};
+use super::helpers::{EPHEMERAL, STATIC, TestApp};
 
 #[tokio::test]
 async fn ice_config_shape_static() {

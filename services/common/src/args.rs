@@ -1,0 +1,48 @@
+//! Flag groups every service shares, flattened into each binary's `Args` (as linkerd's kubert
+//! does). Each binary sets its own default listen address with
+//! `#[command(mut_arg("grpc_addr", |a| a.default_value("…").required(false)))]`, so the flag,
+//! its environment variable and its help text are written once.
+
+use std::net::SocketAddr;
+
+use crate::Duration;
+
+/// The gRPC port: the service itself, gRPC health and reflection.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GrpcArgs {
+    /// gRPC listen address (the service, gRPC health, reflection).
+    #[arg(long, env = "GRPC_ADDR")]
+    pub grpc_addr: SocketAddr,
+}
+
+/// The HTTP port: probes and metrics (and whatever else the service serves there).
+#[derive(Clone, Debug, clap::Args)]
+pub struct HttpArgs {
+    /// HTTP listen address (/healthz, /readyz, /metrics, and the service's own routes).
+    #[arg(long, env = "HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+}
+
+/// How shutdown drains.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DrainArgs {
+    /// How long the service may take to drain after SIGTERM before what is left is dropped.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Checks that every flag of `command` also reads an environment variable, so Kubernetes can set
+/// everything through env; for each binary's unit tests.
+pub fn assert_every_flag_reads_env(command: &clap::Command) {
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        assert!(
+            arg.get_env().is_some(),
+            "{}: --{id} has no environment variable",
+            command.get_name()
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! One way to run a service, shared by the three binaries: ports bound up front (so tests bind
+//! port 0 and read the addresses back), a gRPC port serving the service next to gRPC health and
+//! reflection for exactly what that port serves, HTTP ports, owned background tasks, and a drain
+//! in two phases on SIGTERM:
+//!
+//! 1. **draining**: gRPC health turns NOT_SERVING for every service and the service's own drain
+//!    runs (signaling hands its sessions over, the gateway tells its browsers to go elsewhere)
+//!    while the ports still serve;
+//! 2. **stopping**: the servers stop accepting and finish what is open; tasks end.
+//!
+//! Both phases together are bounded by the grace period; what is left after it is dropped.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt;
+use tokio::{net::TcpListener, task::JoinSet, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::{
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+    transport::server::TcpIncoming,
+};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
+
+type BoxedFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The gRPC services one port serves, with the descriptor sets reflection describes them from.
+pub struct GrpcServices {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    descriptors: Vec<&'static [u8]>,
+}
+
+impl GrpcServices {
+    /// `descriptors`: encoded `FileDescriptorSet`s covering the services added.
+    pub fn new(descriptors: &[&'static [u8]]) -> Self {
+        Self {
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            descriptors: descriptors.to_vec(),
+        }
+    }
+
+    pub fn with<S>(mut self, service: S) -> Self
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+/// The service being run: its bound ports, its tasks and its shutdown.
+pub struct Runtime {
+    name: &'static str,
+    grace: Duration,
+    draining: CancellationToken,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    servers: JoinSet<anyhow::Result<()>>,
+    /// Bound and not yet served, by key.
+    listeners: Vec<(&'static str, TcpListener)>,
+    addrs: Vec<(&'static str, SocketAddr)>,
+    health: HealthReporter,
+    served: Vec<&'static str>,
+    drain: Option<BoxedFuture>,
+}
+
+impl Runtime {
+    /// Binds every port (`key`, address) of service `name`.
+    pub async fn bind(
+        name: &'static str,
+        grace: Duration,
+        ports: &[(&'static str, SocketAddr)],
+    ) -> anyhow::Result<Self> {
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for &(key, addr) in ports {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+            addrs.push((key, listener.local_addr().unwrap_or(addr)));
+            listeners.push((key, listener));
+        }
+        Ok(Self {
+            name,
+            grace,
+            draining: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            servers: JoinSet::new(),
+            listeners,
+            addrs,
+            health: HealthReporter::new(),
+            served: Vec::new(),
+            drain: None,
+        })
+    }
+
+    /// The address bound for `key`.
+    pub fn addr(&self, key: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(k, _)| *k == key).map(|(_, a)| *a)
+    }
+
+    /// `<name> listening key=addr …`: printed once on stdout, for people and for tests that
+    /// bind port 0.
+    pub fn announce(&self) -> String {
+        let mut line = format!("{} listening", self.name);
+        for (key, addr) in &self.addrs {
+            line.push_str(&format!(" {key}={addr}"));
+        }
+        line
+    }
+
+    /// Renames a port in the announcement (the gateway's `http` port says `https` with TLS).
+    pub fn rename(&mut self, key: &str, new: &'static str) {
+        for (k, _) in &mut self.addrs {
+            if *k == key {
+                *k = new;
+            }
+        }
+        for (k, _) in &mut self.listeners {
+            if *k == key {
+                *k = new;
+            }
+        }
+    }
+
+    /// Cancelled when draining starts (phase 1).
+    pub fn draining(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
+    /// Cancelled when the servers stop (phase 2).
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Owns background tasks; shutdown waits for them.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
+    /// Sets gRPC services' health.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// What the service does in phase 1 of a shutdown, before the servers stop.
+    pub fn on_drain(&mut self, drain: impl Future<Output = ()> + Send + 'static) {
+        self.drain = Some(Box::pin(drain));
+    }
+
+    fn take_listener(&mut self, key: &str) -> anyhow::Result<TcpListener> {
+        let at = self
+            .listeners
+            .iter()
+            .position(|(k, _)| *k == key)
+            .with_context(|| format!("no port {key} bound"))?;
+        Ok(self.listeners.swap_remove(at).1)
+    }
+
+    /// Serves `services` on port `key`, with gRPC health and reflection (v1 and v1alpha, which
+    /// today's grpcurl builds still ask) listing exactly what this port serves. Every service
+    /// starts SERVING.
+    pub async fn serve_grpc(
+        &mut self,
+        key: &'static str,
+        services: GrpcServices,
+        configure: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server,
+    ) -> anyhow::Result<()> {
+        let listener = self.take_listener(key)?;
+        let GrpcServices {
+            mut routes,
+            names,
+            descriptors,
+        } = services;
+        for name in &names {
+            self.health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection = || {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health")
+                .with_service_name("grpc.reflection.v1.ServerReflection")
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+            for descriptor in &descriptors {
+                builder = builder.register_encoded_file_descriptor_set(descriptor);
+            }
+            for name in &names {
+                builder = builder.with_service_name(*name);
+            }
+            builder
+        };
+        routes
+            .add_service(HealthServer::new(HealthService::from_health_reporter(
+                self.health.clone(),
+            )))
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+        self.served.extend(names);
+        let routes: Routes = routes.routes();
+        let server = configure(tonic::transport::Server::builder())
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                self.stop.clone().cancelled_owned(),
+            );
+        self.servers
+            .spawn(async move { server.await.context("gRPC server") });
+        Ok(())
+    }
+
+    /// Serves `router` on port `key` (plain HTTP/1.1, Nagle off: small messages must not wait
+    /// for delayed ACKs).
+    pub fn serve_http(&mut self, key: &'static str, router: axum::Router) -> anyhow::Result<()> {
+        let listener = self.take_listener(key)?.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(self.stop.clone().cancelled_owned());
+        self.servers
+            .spawn(async move { server.await.context("HTTP server") });
+        Ok(())
+    }
+
+    /// Serves port `key` with a server of the service's own (TLS), which must end once
+    /// [`Runtime::stopping`] is cancelled.
+    pub fn serve_with<F, Fut>(&mut self, key: &'static str, serve: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(TcpListener) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = self.take_listener(key)?;
+        self.servers.spawn(serve(listener));
+        Ok(())
+    }
+
+    /// Runs until `shutdown` completes (or a server fails), then drains within the grace period.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            () = shutdown => {
+                tracing::info!(grace = ?self.grace, "shutting down");
+                Ok(())
+            }
+            Some(ended) = self.servers.join_next() => {
+                let error = match ended {
+                    Ok(Err(error)) => error,
+                    Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                    Err(error) => anyhow::Error::from(error).context("a server task failed"),
+                };
+                tracing::error!(%error, "stopping");
+                Err(error)
+            }
+        };
+        let deadline = Instant::now() + self.grace;
+
+        // Phase 1: tell health checkers and peers, let the service hand its work over.
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in &self.served {
+            self.health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        self.draining.cancel();
+        if let Some(drain) = self.drain.take()
+            && tokio::time::timeout_at(deadline, drain).await.is_err()
+        {
+            tracing::warn!("grace period over while draining");
+        }
+
+        // Phase 2: stop the servers and wait for what is open.
+        self.stop.cancel();
+        self.tasks.close();
+        let mut servers = self.servers;
+        let tasks = self.tasks;
+        let rest = async move {
+            while let Some(ended) = servers.join_next().await {
+                if let Ok(Err(error)) = ended {
+                    tracing::warn!(%error, "server ended with an error while draining");
+                }
+            }
+            tasks.wait().await;
+        };
+        if tokio::time::timeout_at(deadline, rest).await.is_err() {
+            tracing::warn!("grace period over; dropping what is still open");
+        }
+        outcome
+    }
+}
+
+/// The whole binary once its flags are parsed: telemetry, the service built by `build`, its
+/// announce line, and a run until SIGINT/SIGTERM; spans are flushed before returning.
+pub async fn run_binary<Fut>(name: &'static str, build: Fut) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<Runtime>>,
+{
+    let telemetry = crate::init_telemetry(name);
+    let run = async {
+        let runtime = build.await?;
+        println!("{}", runtime.announce());
+        runtime.run(crate::shutdown_signal()).await
+    };
+    let outcome = run.await;
+    telemetry.shutdown().await;
+    outcome
+}

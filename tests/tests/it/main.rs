@@ -1,0 +1,10 @@
+//! Cross-service tests: the real binaries as separate processes on port 0, real TURN servers,
+//! real browsers, real Redis; one binary, one module per concern.
+
+mod balancing;
+mod browser;
+mod calls;
+mod manifests;
+mod runtime;
+mod telemetry;
+mod turn;

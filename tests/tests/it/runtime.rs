@@ -1,0 +1,108 @@
+//! The service runtime every binary shares: gRPC health and reflection for exactly what each
+//! port serves, and the drain that health reports.
+
+use std::time::Duration;
+
+use testkit::{
+    eventually,
+    grpc::{connect, health, reflected_services},
+    stack::{start_ice_config, start_signaling},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const HEALTH: &str = "grpc.health.v1.Health";
+const REFLECTION: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+fn listed(service: &str) -> Vec<String> {
+    let mut names: Vec<String> = [service, HEALTH]
+        .into_iter()
+        .chain(REFLECTION)
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn each_grpc_port_lists_exactly_what_it_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("stunnerd.conf");
+    std::fs::write(&config, testkit::stack::static_config(3478)).expect("config");
+    let ice = start_ice_config(&config, &[], &[]).await;
+    let signaling = start_signaling(&[], &[]).await;
+
+    for (process, service, other) in [
+        (
+            &ice,
+            "iceconfig.v1.IceConfigService",
+            "signaling.v1.SignalingService",
+        ),
+        (
+            &signaling,
+            "signaling.v1.SignalingService",
+            "iceconfig.v1.IceConfigService",
+        ),
+    ] {
+        let channel = connect(process.addr("grpc")).await;
+        let (v1, v1alpha) = reflected_services(&channel).await;
+        assert_eq!(v1, listed(service), "v1");
+        assert_eq!(v1alpha, listed(service), "v1alpha");
+        assert!(!v1.iter().any(|s| s == other));
+        assert_eq!(
+            health(&channel, service).await.ok(),
+            Some(ServingStatus::Serving)
+        );
+        assert_eq!(
+            health(&channel, "").await.ok(),
+            Some(ServingStatus::Serving)
+        );
+    }
+}
+
+#[tokio::test]
+async fn signaling_reports_not_serving_while_it_drains() {
+    let mut signaling = start_signaling(&["--shutdown-grace", "5s"], &[]).await;
+    let channel = connect(signaling.addr("grpc")).await;
+    let service = "signaling.v1.SignalingService";
+    assert_eq!(
+        health(&channel, service).await.ok(),
+        Some(ServingStatus::Serving)
+    );
+
+    // A watcher (as a load balancer's health checker) sees the drain begin before the port
+    // closes.
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let status =
+        |message: Option<tonic_health::pb::HealthCheckResponse>| message.map(|m| m.status());
+    assert_eq!(
+        status(watch.message().await.expect("status")),
+        Some(ServingStatus::Serving)
+    );
+    let pid = signaling.pid().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a status change within 5s")
+        .expect("status");
+    assert_eq!(status(next), Some(ServingStatus::NotServing));
+    drop(watch);
+    eventually(Duration::from_secs(10), "signaling to exit", || {
+        let code = signaling.try_exit_code();
+        async move { code }
+    })
+    .await;
+}
