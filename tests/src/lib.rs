@@ -233,14 +233,45 @@ impl Service {
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit; returns its exit code.
     pub async fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let pid = self.child.id().expect("the process is running").to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().await;
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        self.signal("TERM").await;
         let status = tokio::time::timeout(within, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("the process did not exit within {within:?} of SIGTERM"))
             .expect("wait for the process");
         status.code()
+    }
+
+    /// Sends SIGTERM and returns at once (the drain goes on).
+    pub async fn start_terminating(&self) {
+        self.signal("TERM").await;
+    }
+
+    /// SIGKILL: the process is gone at once, with no chance to say goodbye (a node failure).
+    pub async fn kill(&mut self) {
+        self.signal("KILL").await;
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGSTOP: the process freezes; its sockets stay open but nothing answers.
+    pub async fn freeze(&self) {
+        self.signal("STOP").await;
+    }
+
+    /// SIGCONT: a frozen process carries on.
+    pub async fn thaw(&self) {
+        self.signal("CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid.clone()])
+            .status()
+            .await;
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "kill -{signal} {pid} failed"
+        );
     }
 
     /// The process's exit status, if it has exited.

@@ -19,7 +19,10 @@ use axum::{
 use svc_common::admin::Readiness;
 use tower_http::services::ServeDir;
 
-use crate::session::{self, Shared};
+use crate::{
+    reason::GatewayReason,
+    session::{self, Shared},
+};
 
 /// The largest browser message accepted: a 4 KB SDP is typical, 64 KiB leaves room for big
 /// ones; a larger frame closes the socket with 1009.
@@ -69,7 +72,7 @@ async fn upgrade(
 ) -> Response {
     if let Err(origin) = state.origins.check(&headers) {
         tracing::warn!(%origin, "WebSocket from a foreign origin refused");
-        state.shared.metrics.rejected("foreign_origin");
+        state.shared.metrics.rejected(GatewayReason::ForeignOrigin);
         return (
             StatusCode::FORBIDDEN,
             format!("origin {origin} is not allowed\n"),

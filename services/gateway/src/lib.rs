@@ -10,6 +10,6 @@ pub mod ice;
 pub mod link;
 pub mod metrics;
 pub mod protocol;
+pub mod reason;
 pub mod session;
 pub mod tls;
-pub mod trace;

@@ -15,7 +15,8 @@ use std::{
 };
 
 use stunner_proto::signaling::v1::{
-    GatewayMessage, SessionMessage, signaling_service_client::SignalingServiceClient,
+    GatewayMessage, Hello, SessionMessage, gateway_message::Body,
+    signaling_service_client::SignalingServiceClient,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -56,6 +57,8 @@ struct Entry {
 }
 
 pub struct Link {
+    /// This gateway instance, as signaling knows it (random per start).
+    id: String,
     upstream: mpsc::Sender<GatewayMessage>,
     sessions: Mutex<HashMap<u64, Entry>>,
     connected: AtomicBool,
@@ -67,6 +70,7 @@ impl Link {
     pub fn new(session_queue: usize) -> (Arc<Self>, mpsc::Receiver<GatewayMessage>) {
         let (upstream, rx) = mpsc::channel(UPSTREAM_QUEUE);
         let link = Arc::new(Self {
+            id: svc_common::random_hex(8),
             upstream,
             sessions: Mutex::default(),
             connected: AtomicBool::new(false),
@@ -152,6 +156,15 @@ impl Link {
         let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
         let mut client = SignalingServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(1024);
+        let hello = GatewayMessage {
+            body: Some(Body::Hello(Hello {
+                gateway_id: self.id.clone(),
+            })),
+            ..Default::default()
+        };
+        tx.send(hello)
+            .await
+            .map_err(|_| "the stream to signaling closed".to_owned())?;
         let mut inbound = client
             .attach(ReceiverStream::new(rx))
             .await

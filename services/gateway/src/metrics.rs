@@ -9,7 +9,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::protocol::{ServerMessage, Verdict};
+use crate::{
+    protocol::{ServerMessage, Verdict},
+    reason::GatewayReason,
+};
 
 pub use svc_common::metrics::CONTENT_TYPE;
 
@@ -69,13 +72,17 @@ impl Metrics {
             ServerMessage::RegisterResponse { reason, .. } => {
                 self.registration(reason.unwrap_or("unspecified"))
             }
-            ServerMessage::Error { reason, .. } => self.rejected(reason),
+            ServerMessage::Error { reason, .. } => self.count_rejected(reason),
             _ => {}
         }
     }
 
     /// A refusal that is not a reply (an oversized frame, a foreign origin).
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, reason: GatewayReason) {
+        self.count_rejected(reason.as_str());
+    }
+
+    fn count_rejected(&self, reason: &'static str) {
         self.inner.rejected.get_or_create(&Label { reason }).inc();
     }
 

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::reason::GatewayReason;
+
 /// Browser → server.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "id", rename_all = "camelCase")]
@@ -37,6 +39,31 @@ pub enum ClientMessage {
     Stop,
 }
 
+/// The ids of [`ClientMessage`], to tell an unknown id from a malformed message of a known one.
+/// [`ClientMessage::id`] matches every message exhaustively, so a new message cannot be added
+/// without its id.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientId {
+    Register,
+    Call,
+    IncomingCallResponse,
+    OnIceCandidate,
+    Stop,
+}
+
+impl ClientMessage {
+    pub fn id(&self) -> ClientId {
+        match self {
+            ClientMessage::Register { .. } => ClientId::Register,
+            ClientMessage::Call { .. } => ClientId::Call,
+            ClientMessage::IncomingCallResponse { .. } => ClientId::IncomingCallResponse,
+            ClientMessage::OnIceCandidate { .. } => ClientId::OnIceCandidate,
+            ClientMessage::Stop => ClientId::Stop,
+        }
+    }
+}
+
 /// An RTCIceCandidateInit, as browsers send it (`null` where a field is unknown).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -58,7 +85,7 @@ pub enum CallResponse {
 }
 
 /// Server → browser.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, PartialEq)]
 #[serde(tag = "id", rename_all = "camelCase")]
 pub enum ServerMessage {
     #[serde(rename_all = "camelCase")]
@@ -162,11 +189,11 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> GatewayReason {
         match self {
-            DecodeError::Json(_) => "invalid_json",
-            DecodeError::UnknownId(_) => "unknown_id",
-            DecodeError::Invalid { .. } | DecodeError::MissingId => "invalid_message",
+            DecodeError::Json(_) => GatewayReason::InvalidJson,
+            DecodeError::UnknownId(_) => GatewayReason::UnknownId,
+            DecodeError::Invalid { .. } | DecodeError::MissingId => GatewayReason::InvalidMessage,
         }
     }
 }
@@ -177,14 +204,6 @@ struct Envelope<'a> {
     #[serde(borrow)]
     id: Option<std::borrow::Cow<'a, str>>,
 }
-
-const KNOWN_IDS: &[&str] = &[
-    "register",
-    "call",
-    "incomingCallResponse",
-    "onIceCandidate",
-    "stop",
-];
 
 impl ClientMessage {
     /// Decodes one text frame. The common case is a single pass; the envelope is only read
@@ -198,15 +217,20 @@ impl ClientMessage {
                 }
                 Err(_) => return DecodeError::MissingId,
             };
-            match envelope.id {
-                None => DecodeError::MissingId,
-                Some(id) if !KNOWN_IDS.contains(&id.as_ref()) => {
-                    DecodeError::UnknownId(id.into_owned())
-                }
-                Some(id) => DecodeError::Invalid {
+            let Some(id) = envelope.id else {
+                return DecodeError::MissingId;
+            };
+            let known = ClientId::deserialize(serde::de::value::StrDeserializer::<
+                serde::de::value::Error,
+            >::new(&id))
+            .is_ok();
+            if known {
+                DecodeError::Invalid {
                     id: id.into_owned(),
                     detail: error.to_string(),
-                },
+                }
+            } else {
+                DecodeError::UnknownId(id.into_owned())
             }
         })
     }

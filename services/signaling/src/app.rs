@@ -5,7 +5,13 @@ use std::{net::SocketAddr, time::Duration};
 
 use svc_common::{GrpcServices, Runtime, admin::Readiness};
 
-use crate::{grpc::SignalingGrpc, hub::Hub, metrics::Metrics, switchboard::Limits};
+use crate::{
+    directory::{Directory, MemoryDirectory},
+    grpc::SignalingGrpc,
+    hub::Hub,
+    metrics::Metrics,
+    vocabulary::Limits,
+};
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -23,10 +29,21 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         &[("grpc", settings.grpc_addr), ("http", settings.http_addr)],
     )
     .await?;
+    serve(&mut runtime, MemoryDirectory::default(), settings.limits).await?;
+    Ok(runtime)
+}
+
+/// Serves signaling over `directory` on the runtime's ports.
+async fn serve<D: Directory>(
+    runtime: &mut Runtime,
+    directory: D,
+    limits: Limits,
+) -> anyhow::Result<()> {
     let metrics = Metrics::default();
-    let hub = Hub::new(settings.limits, metrics.clone());
+    let hub = Hub::new(directory, limits, metrics.clone());
     let tasks = runtime.tasks();
     tasks.spawn(hub.clone().run_timers(runtime.stopping()));
+    tasks.spawn(hub.clone().run_sweeper(runtime.stopping()));
 
     let grpc = SignalingGrpc::new(hub.clone(), tasks, runtime.stopping());
     runtime
@@ -38,5 +55,5 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         .await?;
     let admin = svc_common::admin::router(Readiness::ready, move || metrics.render(hub.counts()));
     runtime.serve_http("http", admin)?;
-    Ok(runtime)
+    Ok(())
 }

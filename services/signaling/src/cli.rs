@@ -9,7 +9,7 @@ use svc_common::{
 
 use crate::{
     app::{self, Settings},
-    switchboard::Limits,
+    vocabulary::Limits,
 };
 
 /// Presence and call routing for browser sessions carried by the gateway.

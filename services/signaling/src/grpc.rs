@@ -1,32 +1,45 @@
-//! The gRPC adapter: `signaling.v1.SignalingService/Attach` over the [`Hub`].
+//! The gRPC adapter: `signaling.v1.SignalingService/Attach` over the [`Hub`]. Each session's
+//! commands are handled one after the other, in the order the gateway sent them; different
+//! sessions' commands run concurrently (a store round trip for one does not hold the others).
 
-use std::{pin::Pin, sync::Arc};
+use std::{collections::HashMap, collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
 
+use futures_util::{FutureExt, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use stunner_proto::signaling::v1::{
     self as pb,
     gateway_message::Body as In,
     session_message::Body as Out,
     signaling_service_server::{SignalingService, SignalingServiceServer},
 };
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use svc_common::telemetry::TRACEPARENT;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    hub::Hub,
-    switchboard::{Command, Delivery, Event, Reason, Request as Req},
+    directory::{Directory, Inbound, InboxSink},
+    hub::{Hub, SEEN_EVERY},
+    name::Name,
+    vocabulary::{Command, Event, GatewayId, Reason, Request as Req, SessionKey},
 };
 
-#[derive(Clone)]
-pub struct SignalingGrpc {
-    hub: Arc<Hub>,
+/// Deliveries a gateway stream may fall behind by before it is cut (rather than growing memory
+/// without bound or dropping messages silently); the gateway reconnects.
+pub const GATEWAY_QUEUE: usize = 65_536;
+/// Commands of one stream in progress at once; beyond it the stream is read no further until
+/// some finish (backpressure to the gateway).
+const IN_FLIGHT: usize = 1024;
+
+pub struct SignalingGrpc<D> {
+    hub: Arc<Hub<D>>,
     /// Owns the reader task of every attached stream.
     tasks: TaskTracker,
     stop: CancellationToken,
 }
 
-impl SignalingGrpc {
-    pub fn new(hub: Arc<Hub>, tasks: TaskTracker, stop: CancellationToken) -> Self {
+impl<D: Directory> SignalingGrpc<D> {
+    pub fn new(hub: Arc<Hub<D>>, tasks: TaskTracker, stop: CancellationToken) -> Self {
         Self { hub, tasks, stop }
     }
 
@@ -38,7 +51,7 @@ impl SignalingGrpc {
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl SignalingService for SignalingGrpc {
+impl<D: Directory> SignalingService for SignalingGrpc<D> {
     type AttachStream = SessionStream;
 
     async fn attach(
@@ -47,49 +60,158 @@ impl SignalingService for SignalingGrpc {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
-        let (gateway, deliveries) = self.hub.attach();
-        tracing::info!(gateway, ?peer, "gateway attached");
-        let hub = self.hub.clone();
-        let stop = self.stop.clone();
-        self.tasks.spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => break,
-                    message = inbound.message() => message,
-                };
-                match message {
-                    Ok(Some(message)) => match command(&message) {
-                        Some((command, span)) => {
-                            span.in_scope(|| hub.handle(gateway, message.session_id, command));
-                        }
-                        None => tracing::warn!(
-                            gateway,
-                            session = message.session_id,
-                            "gateway message without a body"
-                        ),
-                    },
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::warn!(gateway, %status, "gateway stream failed");
-                        break;
-                    }
-                }
+        let gateway = match inbound.message().await? {
+            Some(pb::GatewayMessage {
+                body: Some(In::Hello(hello)),
+                ..
+            }) => hello.gateway_id.parse::<GatewayId>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "hello.gateway_id: {:?} is not 16 hex digits",
+                    hello.gateway_id
+                ))
+            })?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
             }
-            hub.detach(gateway);
-            tracing::info!(gateway, "gateway detached");
-        });
-        let outbound =
-            ReceiverStream::new(deliveries).map(|delivery| Ok(session_message(delivery)));
+        };
+        tracing::info!(%gateway, ?peer, "gateway attached");
+        let (sink, deliveries) = mpsc::channel(GATEWAY_QUEUE);
+        let cut = CancellationToken::new();
+        self.hub
+            .subscribe(
+                gateway,
+                None,
+                InboxSink {
+                    sink,
+                    cut: cut.clone(),
+                },
+            )
+            .await;
+        self.hub.seen(gateway).await;
+        let reader = Reader {
+            hub: self.hub.clone(),
+            gateway,
+            stop: self.stop.clone(),
+            cut: cut.clone(),
+        };
+        self.tasks.spawn(reader.run(inbound));
+        let outbound = ReceiverStream::new(deliveries)
+            .map(|inbound| Ok(session_message(inbound)))
+            .take_until(cut.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
 }
 
-/// The command a gateway message carries, and the span it is routed under: calls and answers
+/// Reads one gateway stream until it ends.
+struct Reader<D> {
+    hub: Arc<Hub<D>>,
+    gateway: GatewayId,
+    stop: CancellationToken,
+    /// Ends the outbound side too.
+    cut: CancellationToken,
+}
+
+/// One command, in its session's queue.
+struct Job {
+    user: Option<Name>,
+    command: Command,
+    span: tracing::Span,
+}
+
+impl<D: Directory> Reader<D> {
+    async fn run(self, mut inbound: Streaming<pb::GatewayMessage>) {
+        let mut queues: HashMap<u64, VecDeque<Job>> = HashMap::new();
+        let mut running: FuturesUnordered<BoxFuture<'static, u64>> = FuturesUnordered::new();
+        let mut alive = tokio::time::interval(SEEN_EVERY);
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                () = self.cut.cancelled() => break,
+                _ = alive.tick() => self.hub.seen(self.gateway).await,
+                Some(session) = running.next() => {
+                    // That session's command is done: start its next one, if any.
+                    let next = queues.get_mut(&session).and_then(VecDeque::pop_front);
+                    match next {
+                        Some(job) => running.push(self.start(session, job)),
+                        None => { queues.remove(&session); }
+                    }
+                }
+                message = inbound.message(), if running.len() < IN_FLIGHT => match message {
+                    Ok(Some(message)) => {
+                        let session = message.session_id;
+                        let Some(job) = job(message) else {
+                            tracing::warn!(gateway = %self.gateway, session, "gateway message without a command");
+                            continue;
+                        };
+                        match queues.get_mut(&session) {
+                            Some(queue) => queue.push_back(job),
+                            None => {
+                                queues.insert(session, VecDeque::new());
+                                running.push(self.start(session, job));
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(gateway = %self.gateway, %status, "gateway stream failed");
+                        break;
+                    }
+                },
+            }
+        }
+        // What was already taken in is finished, so no session's command is half done.
+        let finish = async {
+            while let Some(session) = running.next().await {
+                if let Some(job) = queues.get_mut(&session).and_then(VecDeque::pop_front) {
+                    running.push(self.start(session, job));
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!(gateway = %self.gateway, "commands still running after the stream ended");
+        }
+        self.cut.cancel();
+        tracing::info!(gateway = %self.gateway, "gateway detached");
+    }
+
+    fn start(&self, session: u64, job: Job) -> BoxFuture<'static, u64> {
+        let hub = self.hub.clone();
+        let from = SessionKey {
+            gateway: self.gateway,
+            session,
+        };
+        let Job {
+            user,
+            command,
+            span,
+        } = job;
+        async move {
+            tracing::Instrument::instrument(hub.handle(from, user, command), span).await;
+            session
+        }
+        .boxed()
+    }
+}
+
+/// The command a gateway message carries, with the span it is routed under: calls and answers
 /// continue the trace of the call they belong to; the rest are not traced.
-fn command(message: &pb::GatewayMessage) -> Option<(Command, tracing::Span)> {
-    let incoming = message.trace_context.get(TRACEPARENT);
+fn job(message: pb::GatewayMessage) -> Option<Job> {
+    let pb::GatewayMessage {
+        body,
+        trace_context,
+        user,
+        ..
+    } = message;
+    let incoming = trace_context.get(TRACEPARENT);
+    let body = body?;
     let span = match (
-        message.body.as_ref()?,
+        &body,
         incoming.filter(|_| svc_common::telemetry::exporting()),
     ) {
         (In::Call(c), Some(traceparent)) => routing_span("route call", traceparent, &c.to),
@@ -102,26 +224,31 @@ fn command(message: &pb::GatewayMessage) -> Option<(Command, tracing::Span)> {
         span.in_scope(svc_common::telemetry::current_traceparent)
             .or_else(|| incoming.cloned())
     };
-    let command = match message.body.as_ref()? {
+    let command = match body {
         In::Register(r) => Command::Register {
-            name: r.name.clone(),
-            resume_token: (!r.resume_token.is_empty()).then(|| r.resume_token.clone()),
+            name: r.name,
+            resume_token: (!r.resume_token.is_empty()).then_some(r.resume_token),
         },
         In::Call(c) => Command::Call {
-            to: c.to.clone(),
-            sdp_offer: c.sdp_offer.clone(),
+            to: c.to,
+            sdp_offer: c.sdp_offer,
             trace: trace(),
         },
         In::Answer(a) => Command::Answer {
-            from: a.from.clone(),
+            from: a.from,
             accept: a.accept,
-            sdp_answer: a.sdp_answer.clone(),
+            sdp_answer: a.sdp_answer,
         },
-        In::Candidate(c) => Command::Candidate(c.candidate_json.clone()),
+        In::Candidate(c) => Command::Candidate(c.candidate_json),
         In::Stop(_) => Command::Stop,
         In::Closed(_) => Command::Closed,
+        In::Hello(_) => return None,
     };
-    Some((command, span))
+    Some(Job {
+        user: Name::parse(&user).ok(),
+        command,
+        span,
+    })
 }
 
 /// A span for routing one call message, continuing the sender's trace.
@@ -139,10 +266,8 @@ fn routing_span(name: &'static str, traceparent: &str, peer: &str) -> tracing::S
     span
 }
 
-/// The W3C trace context key a call's trace travels under.
-const TRACEPARENT: &str = "traceparent";
-
-fn session_message(delivery: Delivery) -> pb::SessionMessage {
+fn session_message(inbound: Inbound) -> pb::SessionMessage {
+    let Inbound { position, delivery } = inbound;
     // Candidates are most of the traffic and show no trace id to the browser: their trace
     // context is only worth its allocation when spans are exported.
     let traced =
@@ -197,36 +322,50 @@ fn session_message(delivery: Delivery) -> pb::SessionMessage {
         trace_context: trace
             .map(|trace| [(TRACEPARENT.to_owned(), trace)].into())
             .unwrap_or_default(),
+        position: position.unwrap_or_default(),
     }
 }
 
+/// The wire value of a request: `REQUEST_` and its name, derived rather than listed.
 fn request_code(request: Req) -> pb::Request {
-    match request {
-        Req::Register => pb::Request::Register,
-        Req::Call => pb::Request::Call,
-        Req::Answer => pb::Request::Answer,
-        Req::Candidate => pb::Request::Candidate,
-        Req::Stop => pb::Request::Stop,
-    }
+    let name = format!("REQUEST_{}", format!("{request:?}").to_uppercase());
+    pb::Request::from_str_name(&name).unwrap_or(pb::Request::Unspecified)
 }
 
-fn reason_code(reason: Reason) -> pb::Reason {
-    match reason {
-        Reason::InvalidName => pb::Reason::InvalidName,
-        Reason::NameTaken => pb::Reason::NameTaken,
-        Reason::AlreadyRegistered => pb::Reason::AlreadyRegistered,
-        Reason::NotRegistered => pb::Reason::NotRegistered,
-        Reason::SelfCall => pb::Reason::SelfCall,
-        Reason::AlreadyInCall => pb::Reason::AlreadyInCall,
-        Reason::UserNotFound => pb::Reason::UserNotFound,
-        Reason::Busy => pb::Reason::Busy,
-        Reason::Declined => pb::Reason::Declined,
-        Reason::Timeout => pb::Reason::Timeout,
-        Reason::NoSuchCall => pb::Reason::NoSuchCall,
-        Reason::NotInCall => pb::Reason::NotInCall,
-        Reason::TooManyCandidates => pb::Reason::TooManyCandidates,
-        Reason::HangUp => pb::Reason::HangUp,
-        Reason::PeerDisconnected => pb::Reason::PeerDisconnected,
-        Reason::Replaced => pb::Reason::Replaced,
+/// The wire value of a reason: `REASON_` and its machine-readable name in capitals.
+pub fn reason_code(reason: Reason) -> pb::Reason {
+    let name = format!("REASON_{}", reason.as_str().to_uppercase());
+    pb::Reason::from_str_name(&name).unwrap_or(pb::Reason::Unspecified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_and_request_has_its_wire_value() {
+        for reason in Reason::ALL {
+            let code = reason_code(*reason);
+            assert_ne!(code, pb::Reason::Unspecified, "{reason:?}");
+            assert_eq!(
+                code.as_str_name()
+                    .strip_prefix("REASON_")
+                    .map(str::to_lowercase),
+                Some(reason.as_str().to_owned())
+            );
+        }
+        for request in [
+            Req::Register,
+            Req::Call,
+            Req::Answer,
+            Req::Candidate,
+            Req::Stop,
+        ] {
+            assert_ne!(
+                request_code(request),
+                pb::Request::Unspecified,
+                "{request:?}"
+            );
+        }
     }
 }

@@ -1,146 +1,308 @@
-//! The switchboard at runtime: behind a lock (held only for the synchronous transition, never
-//! across an await), with one bounded delivery queue per attached gateway stream and a task
-//! that fires the switchboard's deadlines.
+//! The switchboard at runtime: handles each session's commands (a store failure becomes a
+//! refusal with reason `unavailable`), hands the deliveries to the directory, fires the
+//! switchboard's deadlines, and notices gateways that went away.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    directory::{Counts, Directory, InboxSink},
     metrics::Metrics,
-    switchboard::{Command, Delivery, Limits, SessionKey, Switchboard},
+    name::Name,
+    switchboard::Switchboard,
+    vocabulary::{Command, Delivery, Event, GatewayId, Limits, Reason, SessionKey, Timestamp},
 };
 
-/// Deliveries a gateway may fall behind by before its stream is cut (rather than growing
-/// memory without bound or dropping messages silently).
-pub const GATEWAY_QUEUE: usize = 65_536;
+/// How often an attached gateway is marked alive.
+pub const SEEN_EVERY: Duration = Duration::from_secs(1);
+/// A gateway not seen for this long is gone, with its sessions.
+pub const LOST_AFTER: Duration = Duration::from_secs(5);
+/// How often the timers are looked at when the store cannot say when the next one is due.
+const TIMER_POLL: Duration = Duration::from_millis(100);
 
-pub struct Hub {
-    state: Mutex<State>,
-    /// Wakes the timer task when an earlier deadline appears.
-    deadline_changed: Notify,
-    next_gateway: AtomicU64,
+pub struct Hub<D> {
+    board: Switchboard<D>,
     metrics: Metrics,
+    /// Wakes the timer task when an earlier deadline may have appeared.
+    deadline_changed: Notify,
 }
 
-struct State {
-    board: Switchboard,
-    gateways: HashMap<u64, mpsc::Sender<Delivery>>,
-}
-
-impl Hub {
-    pub fn new(limits: Limits, metrics: Metrics) -> Arc<Self> {
+impl<D: Directory> Hub<D> {
+    pub fn new(directory: D, limits: Limits, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(State {
-                board: Switchboard::new(limits),
-                gateways: HashMap::new(),
-            }),
-            deadline_changed: Notify::new(),
-            next_gateway: AtomicU64::new(1),
+            board: Switchboard::new(directory, limits),
             metrics,
+            deadline_changed: Notify::new(),
         })
     }
 
-    /// A new gateway stream: its id and the queue of what to deliver on it.
-    pub fn attach(&self) -> (u64, mpsc::Receiver<Delivery>) {
-        let id = self.next_gateway.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(GATEWAY_QUEUE);
-        self.lock().gateways.insert(id, tx);
-        (id, rx)
+    pub fn directory(&self) -> &D {
+        self.board.directory()
     }
 
-    /// One session's command.
-    pub fn handle(&self, gateway: u64, session: u64, command: Command) {
-        let mut state = self.lock();
-        let before = state.board.next_deadline();
-        let deliveries =
-            state
-                .board
-                .handle(Instant::now(), SessionKey { gateway, session }, command);
-        let after = state.board.next_deadline();
-        self.metrics.observe(&deliveries);
-        state.dispatch(deliveries);
-        drop(state);
-        if after.is_some() && after != before {
+    /// One session's command, whose gateway knows it as registered under `user`.
+    pub async fn handle(&self, from: SessionKey, user: Option<Name>, command: Command) {
+        let request = command.request();
+        let before = self.board.next_deadline();
+        let deliveries = match self
+            .board
+            .handle(Timestamp::now(), from, user.as_ref(), command)
+            .await
+        {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                tracing::warn!(%error, session = from.session, gateway = %from.gateway, "store unavailable; request refused");
+                request
+                    .map(|request| Delivery {
+                        to: from,
+                        event: Event::Refused {
+                            request,
+                            reason: Reason::Unavailable,
+                            message: "the presence store is unavailable; try again shortly".into(),
+                        },
+                        trace: None,
+                    })
+                    .into_iter()
+                    .collect()
+            }
+        };
+        self.dispatch(deliveries).await;
+        if self.board.next_deadline() != before {
             self.deadline_changed.notify_one();
         }
     }
 
-    /// The gateway stream ended: all of its sessions end.
-    pub fn detach(&self, gateway: u64) {
-        let mut state = self.lock();
-        state.gateways.remove(&gateway);
-        let deliveries = state.board.gateway_closed(Instant::now(), gateway);
-        self.metrics.observe(&deliveries);
-        state.dispatch(deliveries);
-        drop(state);
-        self.deadline_changed.notify_one();
+    /// Sends `gateway`'s deliveries to `sink`.
+    pub async fn subscribe(&self, gateway: GatewayId, from: Option<String>, sink: InboxSink) {
+        if let Err(error) = self.directory().subscribe(gateway, from, sink).await {
+            tracing::warn!(%error, %gateway, "cannot subscribe the gateway's inbox");
+        }
     }
 
-    /// (names, sessions, calls), for health and metrics.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let state = self.lock();
-        (
-            state.board.names(),
-            state.board.sessions(),
-            state.board.calls(),
-        )
+    /// `gateway` is attached here and alive.
+    pub async fn seen(&self, gateway: GatewayId) {
+        if let Err(error) = self.directory().seen(gateway, Timestamp::now()).await {
+            tracing::warn!(%error, %gateway, "cannot mark the gateway alive");
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.directory().counts()
     }
 
     /// Fires deadlines (ring timeouts, resume grace) until `stop`.
     pub async fn run_timers(self: Arc<Self>, stop: CancellationToken) {
         loop {
-            let next = self.lock().board.next_deadline();
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
+            let wait = match self.board.next_deadline() {
+                Some(at) => at.saturating_since(Timestamp::now()),
+                None if self.polls_timers() => TIMER_POLL,
+                None => Duration::MAX,
             };
             tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = self.deadline_changed.notified() => {}
-                    () = sleep => {
-                        let mut state = self.lock();
-                        let deliveries = state.board.expire(Instant::now());
-                        self.metrics.observe(&deliveries);
-            state.dispatch(deliveries);
-                    }
-                }
+                () = stop.cancelled() => return,
+                () = self.deadline_changed.notified() => continue,
+                () = sleep(wait) => {}
+            }
+            match self.board.expire(Timestamp::now()).await {
+                Ok(deliveries) => self.dispatch(deliveries).await,
+                Err(error) => tracing::warn!(%error, "cannot fire timers"),
+            }
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every transition completes under the lock before it is released, so a panic in one
-        // cannot leave a half-applied state behind; keep serving.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Ends the sessions of gateways that stopped being seen, until `stop`.
+    pub async fn run_sweeper(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(SEEN_EVERY) => {}
+            }
+            let now = Timestamp::now();
+            let lost = match self
+                .directory()
+                .lost_gateways(Timestamp(now.0.saturating_sub(millis(LOST_AFTER))))
+                .await
+            {
+                Ok(lost) => lost,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for lost gateways");
+                    continue;
+                }
+            };
+            for gateway in lost {
+                tracing::info!(%gateway, "gateway gone; ending its sessions");
+                match self.board.gateway_gone(now, gateway).await {
+                    Ok(deliveries) => self.dispatch(deliveries).await,
+                    Err(error) => {
+                        tracing::warn!(%error, %gateway, "cannot end a lost gateway's sessions")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the store's timers must be polled (it cannot say when the next is due).
+    fn polls_timers(&self) -> bool {
+        // The in-memory store always knows; a shared one is told of timers set elsewhere.
+        !self.directory().knows_deadlines()
+    }
+
+    async fn dispatch(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        self.metrics.observe(&deliveries);
+        if let Err(error) = self.directory().deliver(deliveries).await {
+            tracing::warn!(%error, "deliveries lost: the store is unavailable");
+        }
     }
 }
 
-impl State {
-    fn dispatch(&mut self, deliveries: Vec<Delivery>) {
-        for delivery in deliveries {
-            let gateway = delivery.to.gateway;
-            let Some(queue) = self.gateways.get(&gateway) else {
-                // Its gateway detached meanwhile; detach already ended the session.
-                continue;
-            };
-            if let Err(error) = queue.try_send(delivery) {
-                // Full: the gateway cannot keep up. Cut it off; it reconnects and its
-                // browsers resume, instead of messages being dropped silently.
-                tracing::error!(gateway, %error, "gateway stream too slow; detaching it");
-                self.gateways.remove(&gateway);
+async fn sleep(wait: Duration) {
+    if wait == Duration::MAX {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(wait).await;
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{
+        directory::{Change, MemoryDirectory, Result, StoreError, Timer},
+        record::UserRecord,
+    };
+
+    /// The in-memory directory, but unreachable while `down` is set (names and timers only:
+    /// deliveries still arrive, as they would through a replica's own stream).
+    #[derive(Default)]
+    struct Flaky {
+        inner: MemoryDirectory,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<()> {
+            if self.down.load(Ordering::Relaxed) {
+                Err(StoreError::Unavailable("connection refused".into()))
+            } else {
+                Ok(())
             }
         }
+    }
+
+    impl Directory for Flaky {
+        async fn load(&self, name: &Name) -> Result<Option<UserRecord>> {
+            self.check()?;
+            self.inner.load(name).await
+        }
+        async fn update<T, F>(&self, name: &Name, change: F) -> Result<T>
+        where
+            T: Send,
+            F: FnMut(Option<&UserRecord>) -> Change<T> + Send,
+        {
+            self.check()?;
+            self.inner.update(name, change).await
+        }
+        async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
+            self.inner.deliver(deliveries).await
+        }
+        async fn subscribe(
+            &self,
+            g: GatewayId,
+            from: Option<String>,
+            sink: InboxSink,
+        ) -> Result<()> {
+            self.inner.subscribe(g, from, sink).await
+        }
+        async fn schedule(&self, at: Timestamp, timer: Timer) -> Result<()> {
+            self.check()?;
+            self.inner.schedule(at, timer).await
+        }
+        async fn cancel(&self, timer: &Timer) -> Result<()> {
+            self.check()?;
+            self.inner.cancel(timer).await
+        }
+        async fn due(&self, now: Timestamp) -> Result<Vec<Timer>> {
+            self.check()?;
+            self.inner.due(now).await
+        }
+        fn next_deadline(&self) -> Option<Timestamp> {
+            self.inner.next_deadline()
+        }
+        fn knows_deadlines(&self) -> bool {
+            true
+        }
+        async fn track(&self, g: GatewayId, name: &Name, held: bool) -> Result<()> {
+            self.check()?;
+            self.inner.track(g, name, held).await
+        }
+        async fn seen(&self, g: GatewayId, now: Timestamp) -> Result<()> {
+            self.inner.seen(g, now).await
+        }
+        async fn lost_gateways(&self, before: Timestamp) -> Result<Vec<GatewayId>> {
+            self.inner.lost_gateways(before).await
+        }
+        async fn tracked(&self, g: GatewayId) -> Result<Vec<Name>> {
+            self.inner.tracked(g).await
+        }
+        fn counts(&self) -> Counts {
+            self.inner.counts()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_a_clear_refusal_that_changes_nothing() {
+        let hub = Hub::new(Flaky::default(), Limits::default(), Metrics::default());
+        let gateway = GatewayId(7);
+        let (sink, mut inbox) = mpsc::channel(16);
+        let cut = CancellationToken::new();
+        hub.subscribe(gateway, None, InboxSink { sink, cut }).await;
+        let alice = SessionKey {
+            gateway,
+            session: 1,
+        };
+        let register = || Command::Register {
+            name: "alice".into(),
+            resume_token: None,
+        };
+
+        hub.directory().down.store(true, Ordering::Relaxed);
+        hub.handle(alice, None, register()).await;
+        let refusal = inbox.recv().await.expect("an answer").delivery;
+        assert_eq!(refusal.to, alice);
+        assert!(
+            matches!(
+                &refusal.event,
+                Event::Refused {
+                    request: crate::vocabulary::Request::Register,
+                    reason: Reason::Unavailable,
+                    message,
+                } if message.contains("unavailable")
+            ),
+            "{refusal:?}"
+        );
+        assert_eq!(hub.counts(), Counts::default(), "nothing was registered");
+        // A socket closing while the store is away is not answered (nobody to answer).
+        hub.handle(alice, None, Command::Closed).await;
+        assert!(inbox.try_recv().is_err());
+
+        hub.directory().down.store(false, Ordering::Relaxed);
+        hub.handle(alice, None, register()).await;
+        let registered = inbox.recv().await.expect("an answer").delivery;
+        assert!(
+            matches!(registered.event, Event::Registered { .. }),
+            "{registered:?}"
+        );
     }
 }

@@ -8,7 +8,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::switchboard::{Delivery, Event, Request};
+use crate::{
+    directory::Counts,
+    vocabulary::{Delivery, Event, Request},
+};
 
 pub use svc_common::metrics::CONTENT_TYPE;
 
@@ -126,12 +129,12 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the gauges set to `(names, sessions, calls)`.
-    pub fn render(&self, (names, sessions, calls): (usize, usize, usize)) -> String {
+    /// The text exposition, with the gauges set to `counts`.
+    pub fn render(&self, counts: Counts) -> String {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.inner.names.set(gauge(names));
-        self.inner.sessions.set(gauge(sessions));
-        self.inner.active_calls.set(gauge(calls));
+        self.inner.names.set(gauge(counts.names));
+        self.inner.sessions.set(gauge(counts.sessions));
+        self.inner.active_calls.set(gauge(counts.calls));
         svc_common::metrics::render(&self.inner.registry)
     }
 }

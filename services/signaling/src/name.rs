@@ -7,7 +7,10 @@ pub const MAX_NAME_LEN: usize = 64;
 
 /// A registered user name: 1 to 64 letters, digits or `_ - . @ +`. No `:` (it separates the
 /// expiry in TURN usernames), no spaces, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Name(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,210 +1,36 @@
 //! The call state machine, server-authoritative: who is registered, who is calling whom, and
-//! what each party must be told. Pure and synchronous: commands and the clock go in, deliveries
-//! come out; the runtime owns sockets, streams and timers.
+//! what each party must be told. Commands and the clock go in, deliveries come out; the state
+//! lives in the [`Directory`] it is handed, and every step changes one record there atomically
+//! with the pure rules of [`crate::record`] (see there why a call is kept as two legs).
 //!
-//! A call is ringing until the callee answers, then up until either side stops or goes away.
-//! The caller's ICE candidates are buffered (bounded) while the call rings, because the callee
-//! has no peer connection before it accepts (the tutorial's page would throw on them), and are
-//! flushed in order right after `startCommunication`.
+//! A call rings until the callee answers, then is up until either side stops or goes away.
+//! The caller's ICE candidates are buffered (bounded) in the callee's leg while the call rings,
+//! because the callee has no peer connection before it accepts (the tutorial's page would throw
+//! on them), and are flushed in order right after `startCommunication`.
+//!
+//! A command touches at most two records, one after the other. Between the two another replica
+//! may act; each step checks what it relies on (the holder, the call id), so the loser of a race
+//! sees the winner's outcome: two callers ringing one callee both claim their own leg, then race
+//! for the callee's, and the second is told busy and gives its own leg back.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    fmt,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use crate::{
+    directory::{Change, Directory, Result, Timer},
     name::Name,
-    presence::{MemoryPresence, Presence},
+    record::{Leg, Reach as Told, Role, UserRecord, token_matches},
+    vocabulary::{
+        CallId, Command, Delivery, Event, GatewayId, Limits, Reason, Request, SessionKey, Timestamp,
+    },
 };
 
-/// One browser session: the gateway stream it arrived on and the gateway's id for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionKey {
-    pub gateway: u64,
-    pub session: u64,
-}
+/// A caller's leg outlives its ringing deadline by this much before it is taken for stale (a
+/// call whose callee could not be reached because the store failed half-way).
+const STALE_RINGING: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(u64);
-
-impl fmt::Display for CallId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-/// What a session asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    Register {
-        name: String,
-        resume_token: Option<String>,
-    },
-    Call {
-        to: String,
-        sdp_offer: String,
-        /// The W3C trace context the call travels under; every delivery of the call carries it.
-        trace: Option<String>,
-    },
-    Answer {
-        from: String,
-        accept: bool,
-        sdp_answer: String,
-    },
-    Candidate(String),
-    Stop,
-    /// The session's socket closed.
-    Closed,
-}
-
-/// Which request a refusal answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    Register,
-    Call,
-    Answer,
-    Candidate,
-    Stop,
-}
-
-/// Machine-readable reasons, next to every human message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    InvalidName,
-    NameTaken,
-    AlreadyRegistered,
-    NotRegistered,
-    SelfCall,
-    AlreadyInCall,
-    UserNotFound,
-    Busy,
-    Declined,
-    Timeout,
-    NoSuchCall,
-    NotInCall,
-    TooManyCandidates,
-    HangUp,
-    PeerDisconnected,
-    Replaced,
-}
-
-impl Reason {
-    /// The machine-readable name (metrics labels).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::InvalidName => "invalid_name",
-            Reason::NameTaken => "name_taken",
-            Reason::AlreadyRegistered => "already_registered",
-            Reason::NotRegistered => "not_registered",
-            Reason::SelfCall => "self_call",
-            Reason::AlreadyInCall => "already_in_call",
-            Reason::UserNotFound => "user_not_found",
-            Reason::Busy => "busy",
-            Reason::Declined => "declined",
-            Reason::Timeout => "timeout",
-            Reason::NoSuchCall => "no_such_call",
-            Reason::NotInCall => "not_in_call",
-            Reason::TooManyCandidates => "too_many_candidates",
-            Reason::HangUp => "hang_up",
-            Reason::PeerDisconnected => "peer_disconnected",
-            Reason::Replaced => "replaced",
-        }
-    }
-}
-
-/// What a session must be told.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    Registered {
-        name: Name,
-        resume_token: String,
-    },
-    Refused {
-        request: Request,
-        reason: Reason,
-        message: String,
-    },
-    IncomingCall {
-        from: Name,
-        sdp_offer: String,
-        call: CallId,
-    },
-    CallAccepted {
-        sdp_answer: String,
-        call: CallId,
-        /// How long the call rang: the call setup time.
-        rang_for: Duration,
-    },
-    StartCommunication {
-        call: CallId,
-    },
-    Candidate(String),
-    StopCommunication {
-        reason: Reason,
-        message: String,
-        call: CallId,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    pub to: SessionKey,
-    pub event: Event,
-    /// The trace context of the call this delivery belongs to.
-    pub trace: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// How long a call may ring before the caller is told it timed out.
-    pub ring_timeout: Duration,
-    /// How long a disconnected session's name stays reserved for its resume token.
-    pub resume_grace: Duration,
-    /// How many candidates one side may send before the other side can take them.
-    pub max_buffered_candidates: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            ring_timeout: Duration::from_secs(30),
-            resume_grace: Duration::from_secs(10),
-            max_buffered_candidates: 64,
-        }
-    }
-}
-
-pub struct Switchboard<P = MemoryPresence> {
+pub struct Switchboard<D> {
+    directory: D,
     limits: Limits,
-    presence: P,
-    sessions: HashMap<SessionKey, Session>,
-    calls: HashMap<CallId, Call>,
-    timers: BTreeSet<(Instant, Timer)>,
-    next_call: u64,
-}
-
-#[derive(Default)]
-struct Session {
-    name: Option<Name>,
-    call: Option<CallId>,
-}
-
-struct Call {
-    caller: SessionKey,
-    callee: SessionKey,
-    caller_name: Name,
-    callee_name: Name,
-    ring_deadline: Option<Instant>,
-    /// The caller's candidates, held until the callee accepts.
-    to_callee: Vec<String>,
-    trace: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    Ring(CallId),
-    Grace(Name),
 }
 
 /// Collects deliveries while one command is handled, under the trace of the call at hand.
@@ -238,30 +64,37 @@ impl Out {
     }
 }
 
-impl Switchboard<MemoryPresence> {
-    pub fn new(limits: Limits) -> Self {
-        Self::with_presence(limits, MemoryPresence::default())
-    }
+/// What to do to a peer's leg when telling it something.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LegChange {
+    Keep,
+    Up,
+    End,
 }
 
-impl<P: Presence> Switchboard<P> {
-    pub fn with_presence(limits: Limits, presence: P) -> Self {
-        Self {
-            limits,
-            presence,
-            sessions: HashMap::new(),
-            calls: HashMap::new(),
-            timers: BTreeSet::new(),
-            next_call: 1,
-        }
+impl<D: Directory> Switchboard<D> {
+    pub fn new(directory: D, limits: Limits) -> Self {
+        Self { directory, limits }
     }
 
-    /// Handles one command from `from` at `now`.
-    pub fn handle(&mut self, now: Instant, from: SessionKey, command: Command) -> Vec<Delivery> {
+    pub fn directory(&self) -> &D {
+        &self.directory
+    }
+
+    /// Handles one command from session `from`, which its gateway knows as registered under
+    /// `user` (checked against the store: the holder of that name must be `from`).
+    pub async fn handle(
+        &self,
+        now: Timestamp,
+        from: SessionKey,
+        user: Option<&Name>,
+        command: Command,
+    ) -> Result<Vec<Delivery>> {
         let mut out = Out::default();
         match command {
             Command::Register { name, resume_token } => {
-                self.register(&mut out, from, &name, resume_token)
+                self.register(&mut out, now, from, user, &name, resume_token)
+                    .await?;
             }
             Command::Call {
                 to,
@@ -269,380 +102,745 @@ impl<P: Presence> Switchboard<P> {
                 trace,
             } => {
                 out.trace.clone_from(&trace);
-                self.call(&mut out, now, from, &to, sdp_offer, trace);
+                self.call(&mut out, now, from, user, &to, sdp_offer, trace)
+                    .await?;
             }
             Command::Answer {
                 from: caller,
                 accept,
                 sdp_answer,
             } => {
-                self.answer(&mut out, now, from, &caller, accept, sdp_answer);
+                self.answer(&mut out, now, from, user, &caller, accept, sdp_answer)
+                    .await?;
             }
-            Command::Candidate(candidate) => self.candidate(&mut out, from, candidate),
-            Command::Stop => self.stop(&mut out, from),
-            Command::Closed => self.closed(&mut out, now, from),
+            Command::Candidate(candidate) => {
+                self.candidate(&mut out, from, user, candidate).await?;
+            }
+            Command::Stop => self.stop(&mut out, from, user).await?,
+            Command::Closed => self.closed(&mut out, now, from, user).await?,
         }
-        out.deliveries
+        Ok(out.deliveries)
     }
 
-    /// Ends every session of a gateway whose stream went away.
-    pub fn gateway_closed(&mut self, now: Instant, gateway: u64) -> Vec<Delivery> {
-        let gone: Vec<SessionKey> = self
-            .sessions
-            .keys()
-            .filter(|k| k.gateway == gateway)
-            .copied()
-            .collect();
+    /// Fires every timer due at `now`.
+    pub async fn expire(&self, now: Timestamp) -> Result<Vec<Delivery>> {
         let mut out = Out::default();
-        for key in gone {
-            self.closed(&mut out, now, key);
-        }
-        out.deliveries
-            .retain(|delivery| delivery.to.gateway != gateway);
-        out.deliveries
-    }
-
-    /// The earliest pending deadline, for the runtime's timer.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _)| *at)
-    }
-
-    /// Fires every deadline that has passed.
-    pub fn expire(&mut self, now: Instant) -> Vec<Delivery> {
-        let mut out = Out::default();
-        while let Some((at, _)) = self.timers.first()
-            && *at <= now
-        {
-            let Some((_, timer)) = self.timers.pop_first() else {
-                break;
-            };
+        for timer in self.directory.due(now).await? {
+            out.trace = None;
             match timer {
-                Timer::Ring(id) => self.ring_timeout(&mut out, id),
-                Timer::Grace(name) => self.presence.expire(&name),
+                Timer::Ring { callee, call } => self.ring_timeout(&mut out, &callee, call).await?,
+                Timer::Grace { name, epoch } => self.grace_over(&mut out, &name, epoch).await?,
             }
         }
-        out.deliveries
+        Ok(out.deliveries)
     }
 
-    /// Registered names, including those held for a resume.
-    pub fn names(&self) -> usize {
-        self.presence.len()
+    /// The earliest timer, where the store can tell.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.directory.next_deadline()
     }
 
-    pub fn sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn calls(&self) -> usize {
-        self.calls.len()
+    /// `gateway` went away with its sessions: each of them is gone, as if its socket closed.
+    pub async fn gateway_gone(&self, now: Timestamp, gateway: GatewayId) -> Result<Vec<Delivery>> {
+        let mut out = Out::default();
+        for name in self.directory.tracked(gateway).await? {
+            let gone = self
+                .directory
+                .update(&name, |current| match current {
+                    Some(record) if record.holder.is_some_and(|h| h.gateway == gateway) => {
+                        let mut record = record.clone();
+                        let epoch = record.go_away(now + self.limits.resume_grace);
+                        let leg = record.call.take();
+                        Change::Put(record, Some((epoch, leg)))
+                    }
+                    _ => Change::Keep(None),
+                })
+                .await?;
+            if let Some((epoch, leg)) = gone {
+                self.left(&mut out, now, &name, epoch, leg).await?;
+            }
+        }
+        out.deliveries.retain(|d| d.to.gateway != gateway);
+        Ok(out.deliveries)
     }
 
     // === commands ===
 
-    fn register(&mut self, out: &mut Out, from: SessionKey, name: &str, token: Option<String>) {
-        let session = self.sessions.entry(from).or_default();
-        if let Some(current) = &session.name {
+    async fn register(
+        &self,
+        out: &mut Out,
+        now: Timestamp,
+        from: SessionKey,
+        user: Option<&Name>,
+        name: &str,
+        token: Option<String>,
+    ) -> Result<()> {
+        if let Some(current) = user {
             let message = format!("already registered as {current}");
-            return out.refuse(from, Request::Register, Reason::AlreadyRegistered, message);
+            out.refuse(from, Request::Register, Reason::AlreadyRegistered, message);
+            return Ok(());
         }
         let name = match Name::parse(name) {
             Ok(name) => name,
             Err(error) => {
-                return out.refuse(
+                out.refuse(
                     from,
                     Request::Register,
                     Reason::InvalidName,
                     error.to_string(),
                 );
+                return Ok(());
             }
         };
-        let claim =
-            match self
-                .presence
-                .claim(&name, from, token.as_deref().filter(|t| !t.is_empty()))
-            {
-                Ok(claim) => claim,
-                Err(_) => {
-                    let message = format!("the name {name} is taken");
-                    return out.refuse(from, Request::Register, Reason::NameTaken, message);
+        let token = token.filter(|t| !t.is_empty());
+        let fresh = svc_common::random_hex(16);
+        let claim = self
+            .directory
+            .update(&name, |current| match current {
+                None => Change::Put(UserRecord::new(from, fresh.clone()), Claim::fresh(&fresh)),
+                // A name whose grace period is over is free, whether or not its timer fired.
+                Some(record) if record.expired(now) => {
+                    Change::Put(UserRecord::new(from, fresh.clone()), Claim::fresh(&fresh))
                 }
-            };
-        if let Some(old) = claim.displaced {
-            // The same user came back on a new connection before the old one was seen closing.
-            if let Some(old_session) = self.sessions.get_mut(&old) {
-                old_session.name = None;
-            }
-            self.end_call_of(
-                out,
-                old,
-                Reason::PeerDisconnected,
-                "remote user disconnected",
-            );
-            out.refuse(
-                old,
-                Request::Register,
-                Reason::Replaced,
-                format!("{name} signed in elsewhere"),
-            );
+                // The same session asking again (its gateway re-sent the request).
+                Some(record) if record.held_by(from) => Change::Keep(Claim::fresh(&record.token)),
+                Some(record)
+                    if token
+                        .as_deref()
+                        .is_some_and(|t| token_matches(t, &record.token)) =>
+                {
+                    let mut record = record.clone();
+                    let epoch = record.epoch;
+                    let displaced = record.take_over(from);
+                    let ended = record.call.take();
+                    let pending = std::mem::take(&mut record.pending);
+                    let claim = Claim::Granted {
+                        token: record.token.clone(),
+                        displaced,
+                        ended,
+                        pending,
+                        resumed_epoch: Some(epoch),
+                    };
+                    Change::Put(record, claim)
+                }
+                Some(_) => Change::Keep(Claim::Taken),
+            })
+            .await?;
+        let Claim::Granted {
+            token,
+            displaced,
+            ended,
+            pending,
+            resumed_epoch,
+        } = claim
+        else {
+            let message = format!("the name {name} is taken");
+            out.refuse(from, Request::Register, Reason::NameTaken, message);
+            return Ok(());
+        };
+        if let Some(epoch) = resumed_epoch {
+            self.directory
+                .cancel(&Timer::Grace {
+                    name: name.clone(),
+                    epoch,
+                })
+                .await?;
         }
-        self.sessions.entry(from).or_default().name = Some(name.clone());
+        if let Some(leg) = ended {
+            // A new page (a reload) has no peer connection for the old call: end it.
+            self.end_peer_leg(out, &name, &leg, Reason::PeerDisconnected, DISCONNECTED)
+                .await?;
+        }
+        if let Some(old) = displaced {
+            // The same user came back on a new connection before the old one was seen closing.
+            let message = format!("{name} signed in elsewhere");
+            out.refuse(old, Request::Register, Reason::Replaced, message);
+        }
+        self.directory.track(from.gateway, &name, true).await?;
         out.send(
             from,
             Event::Registered {
                 name,
-                resume_token: claim.token,
+                resume_token: token,
             },
         );
+        for event in pending {
+            out.send(from, event);
+        }
+        Ok(())
     }
 
-    fn call(
-        &mut self,
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
         out: &mut Out,
-        now: Instant,
+        now: Timestamp,
         from: SessionKey,
+        user: Option<&Name>,
         to: &str,
         sdp_offer: String,
         trace: Option<String>,
-    ) {
-        let session = self.sessions.entry(from).or_default();
-        let Some(caller_name) = session.name.clone() else {
-            return out.refuse(
-                from,
-                Request::Call,
-                Reason::NotRegistered,
-                "register before calling",
-            );
+    ) -> Result<()> {
+        let not_registered = "register before calling";
+        let Some(me) = user else {
+            out.refuse(from, Request::Call, Reason::NotRegistered, not_registered);
+            return Ok(());
         };
-        if session.call.is_some() {
-            return out.refuse(
-                from,
-                Request::Call,
-                Reason::AlreadyInCall,
-                "already in a call",
-            );
-        }
         let not_found = || format!("User {to} is not registered");
-        let Ok(callee_name) = Name::parse(to) else {
-            return out.refuse(from, Request::Call, Reason::UserNotFound, not_found());
-        };
-        if callee_name == caller_name {
-            return out.refuse(
-                from,
-                Request::Call,
-                Reason::SelfCall,
-                "you cannot call yourself",
-            );
-        }
-        let Some(callee) = self.presence.resolve(&callee_name) else {
-            return out.refuse(from, Request::Call, Reason::UserNotFound, not_found());
-        };
-        let callee_session = self.sessions.entry(callee).or_default();
-        if callee_session.call.is_some() {
-            // Answered here, without disturbing the callee.
-            let message = format!("User {callee_name} is busy");
-            return out.refuse(from, Request::Call, Reason::Busy, message);
-        }
-        let id = CallId(self.next_call);
-        self.next_call += 1;
-        callee_session.call = Some(id);
-        self.sessions.entry(from).or_default().call = Some(id);
+        let callee = Name::parse(to).ok();
+        let id = CallId::random();
         let deadline = now + self.limits.ring_timeout;
-        self.timers.insert((deadline, Timer::Ring(id)));
-        self.calls.insert(
+        let leg = |peer: &Name, role| Leg {
             id,
-            Call {
-                caller: from,
-                callee,
-                caller_name: caller_name.clone(),
-                callee_name,
-                ring_deadline: Some(deadline),
-                to_callee: Vec::new(),
-                trace,
-            },
-        );
-        out.send(
-            callee,
-            Event::IncomingCall {
-                from: caller_name,
-                sdp_offer,
-                call: id,
-            },
-        );
+            peer: peer.clone(),
+            role,
+            ringing_until: Some(deadline),
+            placed: now,
+            buffered: Vec::new(),
+            trace: trace.clone(),
+        };
+        let placed = self
+            .directory
+            .update(me, |current| {
+                let Some(record) = current.filter(|r| r.held_by(from)) else {
+                    return Change::Keep(Err((Reason::NotRegistered, not_registered.to_owned())));
+                };
+                if in_call(record, now) {
+                    return Change::Keep(Err((Reason::AlreadyInCall, "already in a call".into())));
+                }
+                let Some(callee) = &callee else {
+                    return Change::Keep(Err((Reason::UserNotFound, not_found())));
+                };
+                if callee == me {
+                    let message = "you cannot call yourself".to_owned();
+                    return Change::Keep(Err((Reason::SelfCall, message)));
+                }
+                let mut record = record.clone();
+                record.call = Some(leg(callee, Role::Caller));
+                Change::Put(record, Ok(()))
+            })
+            .await?;
+        if let Err((reason, message)) = placed {
+            out.refuse(from, Request::Call, reason, message);
+            return Ok(());
+        }
+        let Some(callee) = callee else {
+            return Ok(());
+        };
+        let rung = self
+            .directory
+            .update(&callee, |current| {
+                let Some((record, holder)) = current
+                    .filter(|r| !r.expired(now))
+                    .and_then(|r| Some((r, r.holder?)))
+                else {
+                    return Change::Keep(Err(Reason::UserNotFound));
+                };
+                if in_call(record, now) {
+                    return Change::Keep(Err(Reason::Busy));
+                }
+                let mut record = record.clone();
+                record.call = Some(leg(me, Role::Callee));
+                Change::Put(record, Ok(holder))
+            })
+            .await;
+        let refusal = match rung {
+            Ok(Ok(holder)) => {
+                let timer = Timer::Ring {
+                    callee: callee.clone(),
+                    call: id,
+                };
+                self.directory.schedule(deadline, timer).await?;
+                let event = Event::IncomingCall {
+                    from: me.clone(),
+                    sdp_offer,
+                    call: id,
+                };
+                out.send(holder, event);
+                return Ok(());
+            }
+            Ok(Err(Reason::Busy)) => (Reason::Busy, format!("User {callee} is busy")),
+            Ok(Err(reason)) => (reason, not_found()),
+            Err(error) => {
+                // Give the caller's leg back if the store lets us; it goes stale otherwise.
+                let _ = self.drop_leg(me, id).await;
+                return Err(error);
+            }
+        };
+        // Answered here, without disturbing the callee.
+        self.drop_leg(me, id).await?;
+        out.refuse(from, Request::Call, refusal.0, refusal.1);
+        Ok(())
     }
 
-    fn answer(
-        &mut self,
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
         out: &mut Out,
-        now: Instant,
+        now: Timestamp,
         from: SessionKey,
+        user: Option<&Name>,
         caller: &str,
         accept: bool,
         sdp_answer: String,
-    ) {
-        let ringing = self.call_of(from).filter(|(_, call)| {
-            call.callee == from
-                && call.ring_deadline.is_some()
-                && call.caller_name.as_str() == caller
-        });
-        let Some((id, call)) = ringing else {
-            let message = format!("there is no incoming call from {caller} to answer");
-            return out.refuse(from, Request::Answer, Reason::NoSuchCall, message);
+    ) -> Result<()> {
+        let none = || format!("there is no incoming call from {caller} to answer");
+        let Some(me) = user else {
+            out.refuse(from, Request::Answer, Reason::NoSuchCall, none());
+            return Ok(());
         };
-        out.trace.clone_from(&call.trace);
+        let answered = self
+            .directory
+            .update(me, |current| {
+                let ringing = current.filter(|r| r.held_by(from)).and_then(|r| {
+                    r.call.as_ref().filter(|leg| {
+                        leg.role == Role::Callee && leg.ringing() && leg.peer.as_str() == caller
+                    })
+                });
+                let (Some(record), Some(_)) = (current, ringing) else {
+                    return Change::Keep(None);
+                };
+                let mut record = record.clone();
+                let Some(mut leg) = record.call.take() else {
+                    return Change::Keep(None);
+                };
+                let buffered = std::mem::take(&mut leg.buffered);
+                let answered = (leg.clone(), buffered);
+                if accept {
+                    leg.ringing_until = None;
+                    record.call = Some(leg);
+                }
+                Change::Put(record, Some(answered))
+            })
+            .await?;
+        let Some((leg, buffered)) = answered else {
+            out.refuse(from, Request::Answer, Reason::NoSuchCall, none());
+            return Ok(());
+        };
+        out.trace.clone_from(&leg.trace);
+        let timer = Timer::Ring {
+            callee: me.clone(),
+            call: leg.id,
+        };
+        self.directory.cancel(&timer).await?;
         if !accept {
-            let caller = self.end_call(id).map(|call| call.caller);
-            if let Some(caller) = caller {
-                out.refuse(caller, Request::Call, Reason::Declined, "user declined");
+            let declined = refused(Request::Call, Reason::Declined, "user declined");
+            self.tell(out, &leg.peer, leg.id, LegChange::End, declined)
+                .await?;
+            return Ok(());
+        }
+        let accepted = Event::CallAccepted {
+            sdp_answer,
+            call: leg.id,
+            rang_for: now.saturating_since(leg.placed),
+        };
+        let told = self
+            .tell(out, &leg.peer, leg.id, LegChange::Up, accepted)
+            .await?;
+        if told.is_none() {
+            // The caller left the call meanwhile.
+            self.drop_leg(me, leg.id).await?;
+            let stop = stop_event(Reason::HangUp, HUNG_UP, leg.id);
+            out.send(from, stop);
+            return Ok(());
+        }
+        out.send(from, Event::StartCommunication { call: leg.id });
+        for candidate in buffered {
+            out.send(from, Event::Candidate(candidate));
+        }
+        Ok(())
+    }
+
+    async fn candidate(
+        &self,
+        out: &mut Out,
+        from: SessionKey,
+        user: Option<&Name>,
+        candidate: String,
+    ) -> Result<()> {
+        let leg = match user {
+            Some(me) => self
+                .directory
+                .load(me)
+                .await?
+                .filter(|r| r.held_by(from))
+                .and_then(|r| r.call),
+            None => None,
+        };
+        let Some(leg) = leg else {
+            out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call");
+            return Ok(());
+        };
+        out.trace.clone_from(&leg.trace);
+        let told = if leg.role == Role::Caller {
+            self.to_callee(out, from, &leg, candidate).await?
+        } else {
+            let event = Event::Candidate(candidate);
+            self.tell(out, &leg.peer, leg.id, LegChange::Keep, event)
+                .await?
+        };
+        match told {
+            Some(Told::Live(_) | Told::Held) => {}
+            Some(Told::Dropped) => {
+                let message = format!("{} is away and cannot take more now", leg.peer);
+                out.refuse(from, Request::Candidate, Reason::TooManyCandidates, message);
             }
-            return;
+            None => out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call"),
         }
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
+        Ok(())
+    }
+
+    /// A caller's candidate: buffered in the callee's leg while the call rings, delivered once
+    /// it is up.
+    async fn to_callee(
+        &self,
+        out: &mut Out,
+        from: SessionKey,
+        leg: &Leg,
+        candidate: String,
+    ) -> Result<Option<Told>> {
+        let max = self.limits.max_buffered_candidates;
+        let outcome = self
+            .directory
+            .update(&leg.peer, |current| {
+                let Some((record, theirs)) = current.and_then(|r| Some((r, r.leg(leg.id)?))) else {
+                    return Change::Keep(Buffer::Gone);
+                };
+                if !theirs.ringing() {
+                    return deliver_or_hold(record, LegChange::Keep, leg.id, || {
+                        Event::Candidate(candidate.clone())
+                    })
+                    .map(Buffer::Told);
+                }
+                if theirs.buffered.len() >= max {
+                    return Change::Keep(Buffer::Full);
+                }
+                let mut record = record.clone();
+                if let Some(theirs) = record.call.as_mut() {
+                    theirs.buffered.push(candidate.clone());
+                }
+                Change::Put(record, Buffer::Buffered)
+            })
+            .await?;
+        Ok(match outcome {
+            Buffer::Gone => None,
+            Buffer::Buffered => Some(Told::Held),
+            Buffer::Told(told) => {
+                if let Told::Live(to) = told {
+                    out.send(to, Event::Candidate(candidate));
+                }
+                Some(told)
+            }
+            Buffer::Full => {
+                let message = format!("more than {max} candidates before the call was answered");
+                out.refuse(from, Request::Candidate, Reason::TooManyCandidates, message);
+                Some(Told::Held)
+            }
+        })
+    }
+
+    async fn stop(&self, out: &mut Out, from: SessionKey, user: Option<&Name>) -> Result<()> {
+        let leg = match user {
+            Some(me) => {
+                self.directory
+                    .update(me, |current| match current {
+                        Some(record) if record.held_by(from) && record.call.is_some() => {
+                            let mut record = record.clone();
+                            let leg = record.call.take();
+                            Change::Put(record, leg)
+                        }
+                        _ => Change::Keep(None),
+                    })
+                    .await?
+            }
+            None => None,
         };
-        let mut rang_for = Duration::ZERO;
-        if let Some(deadline) = call.ring_deadline.take() {
-            self.timers.remove(&(deadline, Timer::Ring(id)));
-            rang_for = self
-                .limits
-                .ring_timeout
-                .saturating_sub(deadline.saturating_duration_since(now));
-        }
-        out.send(
-            call.caller,
-            Event::CallAccepted {
-                sdp_answer,
-                call: id,
-                rang_for,
-            },
-        );
-        out.send(call.callee, Event::StartCommunication { call: id });
-        for candidate in call.to_callee.drain(..) {
-            out.send(call.callee, Event::Candidate(candidate));
+        match (user, leg) {
+            (Some(me), Some(leg)) => {
+                self.end_peer_leg(out, me, &leg, Reason::HangUp, HUNG_UP)
+                    .await
+            }
+            _ => {
+                out.refuse(from, Request::Stop, Reason::NotInCall, "not in a call");
+                Ok(())
+            }
         }
     }
 
-    fn candidate(&mut self, out: &mut Out, from: SessionKey, candidate: String) {
-        let Some(id) = self.sessions.get(&from).and_then(|s| s.call) else {
-            return out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call");
+    async fn closed(
+        &self,
+        out: &mut Out,
+        now: Timestamp,
+        from: SessionKey,
+        user: Option<&Name>,
+    ) -> Result<()> {
+        let Some(me) = user else {
+            return Ok(());
         };
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        out.trace.clone_from(&call.trace);
-        if from == call.callee {
-            // The caller has had its peer connection since it sent the offer.
-            return out.send(call.caller, Event::Candidate(candidate));
+        let gone = self
+            .directory
+            .update(me, |current| match current {
+                Some(record) if record.held_by(from) => {
+                    let mut record = record.clone();
+                    let epoch = record.go_away(now + self.limits.resume_grace);
+                    let leg = record.call.take();
+                    Change::Put(record, Some((epoch, leg)))
+                }
+                _ => Change::Keep(None),
+            })
+            .await?;
+        if let Some((epoch, leg)) = gone {
+            self.directory.track(from.gateway, me, false).await?;
+            self.left(out, now, me, epoch, leg).await?;
         }
-        if call.ring_deadline.is_none() {
-            return out.send(call.callee, Event::Candidate(candidate));
-        }
-        if call.to_callee.len() >= self.limits.max_buffered_candidates {
-            let message = format!(
-                "more than {} candidates before the call was answered",
-                self.limits.max_buffered_candidates
-            );
-            return out.refuse(from, Request::Candidate, Reason::TooManyCandidates, message);
-        }
-        call.to_callee.push(candidate);
+        Ok(())
     }
 
-    fn stop(&mut self, out: &mut Out, from: SessionKey) {
-        if !self.end_call_of(out, from, Reason::HangUp, "remote user hanged out") {
-            out.refuse(from, Request::Stop, Reason::NotInCall, "not in a call");
+    // === timers ===
+
+    async fn ring_timeout(&self, out: &mut Out, callee: &Name, id: CallId) -> Result<()> {
+        let event = stop_event(Reason::Timeout, "the call was not answered in time", id);
+        let rung = self
+            .directory
+            .update(callee, |current| {
+                let Some((record, leg)) = current
+                    .and_then(|r| Some((r, r.leg(id)?)))
+                    .filter(|(_, leg)| leg.ringing())
+                else {
+                    return Change::Keep(None);
+                };
+                let caller = (leg.peer.clone(), leg.trace.clone());
+                let mut record = record.clone();
+                record.call = None;
+                let told = record.reach(|| event.clone());
+                Change::Put(record, Some((told, caller)))
+            })
+            .await?;
+        let Some((told, (caller, trace))) = rung else {
+            return Ok(());
+        };
+        out.trace = trace;
+        let message = format!("User {callee} did not answer");
+        let timeout = refused(Request::Call, Reason::Timeout, &message);
+        self.tell(out, &caller, id, LegChange::End, timeout).await?;
+        if let Told::Live(holder) = told {
+            out.send(holder, event);
         }
+        Ok(())
     }
 
-    fn closed(&mut self, out: &mut Out, now: Instant, from: SessionKey) {
-        self.end_call_of(
-            out,
-            from,
-            Reason::PeerDisconnected,
-            "remote user disconnected",
-        );
-        let Some(session) = self.sessions.remove(&from) else {
-            return;
-        };
-        if let Some(name) = session.name {
-            self.presence.suspend(&name, from);
-            self.timers
-                .insert((now + self.limits.resume_grace, Timer::Grace(name)));
+    async fn grace_over(&self, out: &mut Out, name: &Name, epoch: u64) -> Result<()> {
+        let freed = self
+            .directory
+            .update(name, |current| match current {
+                Some(record) if record.holder.is_none() && record.epoch == epoch => {
+                    Change::Delete(Some(record.call.clone()))
+                }
+                _ => Change::Keep(None),
+            })
+            .await?;
+        if let Some(Some(leg)) = freed {
+            self.end_peer_leg(out, name, &leg, Reason::PeerDisconnected, DISCONNECTED)
+                .await?;
         }
-    }
-
-    fn ring_timeout(&mut self, out: &mut Out, id: CallId) {
-        let Some(call) = self.end_call(id) else {
-            return;
-        };
-        out.trace.clone_from(&call.trace);
-        out.refuse(
-            call.caller,
-            Request::Call,
-            Reason::Timeout,
-            format!("User {} did not answer", call.callee_name),
-        );
-        out.send(
-            call.callee,
-            Event::StopCommunication {
-                reason: Reason::Timeout,
-                message: "the call was not answered in time".into(),
-                call: id,
-            },
-        );
+        Ok(())
     }
 
     // === helpers ===
 
-    fn call_of(&self, session: SessionKey) -> Option<(CallId, &Call)> {
-        let id = self.sessions.get(&session)?.call?;
-        Some((id, self.calls.get(&id)?))
+    /// `name` went away (disconnect `epoch`): its grace period starts and its call, if any,
+    /// ends for the peer.
+    async fn left(
+        &self,
+        out: &mut Out,
+        now: Timestamp,
+        name: &Name,
+        epoch: u64,
+        leg: Option<Leg>,
+    ) -> Result<()> {
+        let timer = Timer::Grace {
+            name: name.clone(),
+            epoch,
+        };
+        self.directory
+            .schedule(now + self.limits.resume_grace, timer)
+            .await?;
+        if let Some(leg) = leg {
+            self.end_peer_leg(out, name, &leg, Reason::PeerDisconnected, DISCONNECTED)
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Ends `session`'s call, telling the other party why. Returns whether there was one.
-    fn end_call_of(
-        &mut self,
+    /// Ends the peer's side of `me`'s call `leg`, telling it why under the call's trace.
+    async fn end_peer_leg(
+        &self,
         out: &mut Out,
-        session: SessionKey,
+        me: &Name,
+        leg: &Leg,
         reason: Reason,
         message: &str,
-    ) -> bool {
-        let Some((id, _)) = self.call_of(session) else {
-            return false;
-        };
-        let Some(call) = self.end_call(id) else {
-            return false;
-        };
-        let peer = if call.caller == session {
-            call.callee
-        } else {
-            call.caller
-        };
-        let outer = std::mem::replace(&mut out.trace, call.trace.clone());
-        out.send(
-            peer,
-            Event::StopCommunication {
-                reason,
-                message: message.into(),
-                call: id,
-            },
-        );
+    ) -> Result<()> {
+        let outer = std::mem::replace(&mut out.trace, leg.trace.clone());
+        if leg.ringing() {
+            let callee = if leg.role == Role::Callee {
+                me
+            } else {
+                &leg.peer
+            };
+            let timer = Timer::Ring {
+                callee: callee.clone(),
+                call: leg.id,
+            };
+            self.directory.cancel(&timer).await?;
+        }
+        let event = stop_event(reason, message, leg.id);
+        self.tell(out, &leg.peer, leg.id, LegChange::End, event)
+            .await?;
         out.trace = outer;
-        true
+        Ok(())
     }
 
-    /// Removes a call and its timer, and frees both parties.
-    fn end_call(&mut self, id: CallId) -> Option<Call> {
-        let call = self.calls.remove(&id)?;
-        if let Some(deadline) = call.ring_deadline {
-            self.timers.remove(&(deadline, Timer::Ring(id)));
+    /// Applies `change` to `name`'s leg of call `id` and tells them `event`: at their live
+    /// session, or kept for when they are back. `None` when they are no longer in that call.
+    async fn tell(
+        &self,
+        out: &mut Out,
+        name: &Name,
+        id: CallId,
+        change: LegChange,
+        event: Event,
+    ) -> Result<Option<Told>> {
+        let told = self
+            .directory
+            .update(name, |current| match current {
+                Some(record) if record.leg(id).is_some() => {
+                    deliver_or_hold(record, change, id, || event.clone()).map(Some)
+                }
+                _ => Change::Keep(None),
+            })
+            .await?;
+        if let Some(Told::Live(to)) = told {
+            out.send(to, event);
         }
-        for party in [call.caller, call.callee] {
-            if let Some(session) = self.sessions.get_mut(&party)
-                && session.call == Some(id)
-            {
-                session.call = None;
+        Ok(told)
+    }
+
+    /// Takes `name` out of call `id`, if it is still in it.
+    async fn drop_leg(&self, name: &Name, id: CallId) -> Result<()> {
+        self.directory
+            .update(name, |current| match current {
+                Some(record) if record.leg(id).is_some() => {
+                    let mut record = record.clone();
+                    record.call = None;
+                    Change::Put(record, ())
+                }
+                _ => Change::Keep(()),
+            })
+            .await
+    }
+}
+
+/// What a claim on a name came to.
+enum Claim {
+    Granted {
+        token: String,
+        displaced: Option<SessionKey>,
+        /// The call the name was in, ended by this claim.
+        ended: Option<Leg>,
+        /// Held for the name while it was away.
+        pending: Vec<Event>,
+        /// The disconnect this claim resumes.
+        resumed_epoch: Option<u64>,
+    },
+    Taken,
+}
+
+impl Claim {
+    fn fresh(token: &str) -> Self {
+        Claim::Granted {
+            token: token.to_owned(),
+            displaced: None,
+            ended: None,
+            pending: Vec::new(),
+            resumed_epoch: None,
+        }
+    }
+}
+
+/// What became of a caller's candidate.
+enum Buffer {
+    Gone,
+    Buffered,
+    Full,
+    Told(Told),
+}
+
+impl<T> Change<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Change<U> {
+        match self {
+            Change::Keep(value) => Change::Keep(f(value)),
+            Change::Put(record, value) => Change::Put(record, f(value)),
+            Change::Delete(value) => Change::Delete(f(value)),
+        }
+    }
+}
+
+/// The record change that tells a user in call `id` something: `change` applied to its leg,
+/// and the event held for it if it is away.
+fn deliver_or_hold(
+    record: &UserRecord,
+    change: LegChange,
+    id: CallId,
+    event: impl FnOnce() -> Event,
+) -> Change<Told> {
+    if change == LegChange::Keep
+        && let Some(holder) = record.holder
+    {
+        // The common case (a candidate during a call): nothing to write.
+        return Change::Keep(Told::Live(holder));
+    }
+    let mut record = record.clone();
+    match change {
+        LegChange::Keep => {}
+        LegChange::Up => {
+            if let Some(leg) = record.call.as_mut().filter(|leg| leg.id == id) {
+                leg.ringing_until = None;
             }
         }
-        Some(call)
+        LegChange::End => record.call = None,
+    }
+    let told = record.reach(event);
+    Change::Put(record, told)
+}
+
+/// Whether `record` is in a call at `now` (a caller's leg left ringing past its deadline by a
+/// half-failed call is not).
+fn in_call(record: &UserRecord, now: Timestamp) -> bool {
+    record.call.as_ref().is_some_and(|leg| {
+        leg.role == Role::Callee
+            || leg
+                .ringing_until
+                .is_none_or(|until| now < until + STALE_RINGING)
+    })
+}
+
+const DISCONNECTED: &str = "remote user disconnected";
+const HUNG_UP: &str = "remote user hanged out";
+
+fn refused(request: Request, reason: Reason, message: &str) -> Event {
+    Event::Refused {
+        request,
+        reason,
+        message: message.to_owned(),
+    }
+}
+
+fn stop_event(reason: Reason, message: &str, call: CallId) -> Event {
+    Event::StopCommunication {
+        reason,
+        message: message.to_owned(),
+        call,
     }
 }
 

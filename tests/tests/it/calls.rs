@@ -591,3 +591,66 @@ async fn a_page_traceparent_is_continued() {
         "{fresh}"
     );
 }
+
+#[tokio::test]
+async fn candidates_keep_flowing_while_an_ice_config_request_hangs() {
+    let stack = Stack::start(
+        &testkit::stack::ephemeral_config(3478, "hang-secret"),
+        Flags {
+            ice_config: &["--default-ttl", "2s"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (mut alice, mut bob) = pair(&stack).await;
+    ring(&mut alice, &mut bob).await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"})).await;
+    alice.expect("callResponse").await;
+    bob.expect("startCommunication").await;
+
+    // ice-config freezes: the credential refreshes (due at 4/5 of 2 s) hang until their
+    // 3 s request timeout.
+    stack.ice_config.freeze().await;
+    testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "both credential refreshes to start",
+        || {
+            let started = stack
+                .gateway
+                .logs()
+                .lines()
+                .iter()
+                .filter(|line| line.contains("refreshing credentials"))
+                .count();
+            async move { (started >= 2).then_some(()) }
+        },
+    )
+    .await;
+    bob.send(json!({"id": "onIceCandidate", "candidate": candidate(1)}))
+        .await;
+    assert_eq!(
+        alice.expect("iceCandidate").await["candidate"],
+        candidate(1)
+    );
+    alice
+        .send(json!({"id": "onIceCandidate", "candidate": candidate(2)}))
+        .await;
+    assert_eq!(bob.expect("iceCandidate").await["candidate"], candidate(2));
+    assert!(
+        !stack.gateway.logs().contains("credential refresh failed"),
+        "the refreshes were still waiting on ice-config when the candidates went through"
+    );
+    // They were really in flight: they fail by themselves, and are retried once ice-config is
+    // back.
+    testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the hanging refreshes to give up",
+        || {
+            let failed = stack.gateway.logs().contains("credential refresh failed");
+            async move { failed.then_some(()) }
+        },
+    )
+    .await;
+    stack.ice_config.thaw().await;
+    alice.expect("iceConfiguration").await;
+}

@@ -62,7 +62,7 @@ fn every_decode_error_has_a_reason() {
     ];
     for (text, reason) in cases {
         let error = ClientMessage::decode(text).expect_err(text);
-        assert_eq!(error.reason(), reason, "{text}: {error}");
+        assert_eq!(error.reason().as_str(), reason, "{text}: {error}");
     }
 }
 
@@ -98,4 +98,37 @@ fn encodes_the_tutorial_shapes() {
         rejected.encode(),
         r#"{"id":"callResponse","response":"rejected","message":"user declined","reason":"declined"}"#
     );
+}
+
+#[test]
+fn every_message_id_is_known() {
+    let samples = [
+        r#"{"id":"register","name":"a"}"#,
+        r#"{"id":"call","to":"b","sdpOffer":"o"}"#,
+        r#"{"id":"incomingCallResponse","from":"a","callResponse":"reject"}"#,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"c"}}"#,
+        r#"{"id":"stop"}"#,
+    ];
+    for sample in samples {
+        let message = ClientMessage::decode(sample).expect(sample);
+        let tag: serde_json::Value = serde_json::from_str(sample).expect("json");
+        let id: ClientId = serde_json::from_value(tag["id"].clone()).expect("a known id");
+        assert_eq!(message.id(), id, "{sample}");
+        // A malformed message of a known id is invalid, not unknown.
+        let malformed = format!(r#"{{"id":{},"x":[}}"#, tag["id"]);
+        let broken = format!(r#"{{"id":{}}}"#, tag["id"]);
+        if !matches!(message, ClientMessage::Stop) {
+            assert!(
+                matches!(
+                    ClientMessage::decode(&broken),
+                    Err(DecodeError::Invalid { .. })
+                ),
+                "{broken}"
+            );
+        }
+        assert!(matches!(
+            ClientMessage::decode(&malformed),
+            Err(DecodeError::Json(_))
+        ));
+    }
 }

@@ -1,35 +1,88 @@
+use std::{collections::HashMap, time::Duration};
+
+use futures_util::FutureExt;
+
 use super::*;
+use crate::{directory::MemoryDirectory, vocabulary::Limits};
 
 const ALICE: SessionKey = SessionKey {
-    gateway: 1,
+    gateway: GatewayId(1),
     session: 1,
 };
 const BOB: SessionKey = SessionKey {
-    gateway: 1,
+    gateway: GatewayId(1),
     session: 2,
 };
 const CAROL: SessionKey = SessionKey {
-    gateway: 2,
+    gateway: GatewayId(2),
     session: 1,
 };
 
+/// The switchboard over the in-memory directory, driven as the gateways would: each session's
+/// commands name the user its gateway was told it registered as.
 struct World {
-    board: Switchboard,
-    now: Instant,
+    board: Switchboard<MemoryDirectory>,
+    now: Timestamp,
     tokens: HashMap<SessionKey, String>,
+    /// What each session's gateway knows it registered as.
+    names: HashMap<SessionKey, Name>,
+}
+
+/// The in-memory directory completes every operation at once and never fails.
+fn done<T>(future: impl std::future::Future<Output = Result<T>>) -> T {
+    future
+        .now_or_never()
+        .expect("the in-memory directory never waits")
+        .expect("the in-memory directory never fails")
 }
 
 impl World {
     fn new() -> Self {
         Self {
-            board: Switchboard::new(Limits::default()),
-            now: Instant::now(),
+            board: Switchboard::new(MemoryDirectory::default(), Limits::default()),
+            now: Timestamp(1_000_000),
             tokens: HashMap::new(),
+            names: HashMap::new(),
         }
     }
 
     fn send(&mut self, from: SessionKey, command: Command) -> Vec<Delivery> {
-        self.board.handle(self.now, from, command)
+        let closed = command == Command::Closed;
+        let user = self.names.get(&from).cloned();
+        let out = done(self.board.handle(self.now, from, user.as_ref(), command));
+        if closed {
+            self.names.remove(&from);
+        }
+        self.learn(&out);
+        out
+    }
+
+    /// What the gateways learn from deliveries: who registered, who was replaced.
+    fn learn(&mut self, out: &[Delivery]) {
+        for delivery in out {
+            match &delivery.event {
+                Event::Registered { name, .. } => {
+                    self.names.insert(delivery.to, name.clone());
+                }
+                Event::Refused {
+                    reason: Reason::Replaced,
+                    ..
+                } => {
+                    self.names.remove(&delivery.to);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn counts(&self) -> crate::directory::Counts {
+        self.board.directory().counts()
+    }
+
+    fn gateway_gone(&mut self, gateway: GatewayId) -> Vec<Delivery> {
+        let out = done(self.board.gateway_gone(self.now, gateway));
+        self.names.retain(|session, _| session.gateway != gateway);
+        out
     }
 
     fn register(&mut self, who: SessionKey, name: &str) {
@@ -82,7 +135,9 @@ impl World {
 
     fn advance(&mut self, by: Duration) -> Vec<Delivery> {
         self.now += by;
-        self.board.expire(self.now)
+        let out = done(self.board.expire(self.now));
+        self.learn(&out);
+        out
     }
 
     /// Alice calls Bob and Bob accepts.
@@ -197,7 +252,7 @@ fn register_validates_and_keeps_names_unique() {
             "already registered as alice"
         )]
     );
-    assert_eq!(w.board.names(), 1, "refusals change nothing");
+    assert_eq!(w.counts().names, 1, "refusals change nothing");
 }
 
 #[test]
@@ -242,7 +297,7 @@ fn call_accept_and_hang_up() {
         w.send(BOB, Command::Stop),
         [stop(ALICE, Reason::HangUp, "remote user hanged out", id)]
     );
-    assert_eq!(w.board.calls(), 0);
+    assert_eq!(w.counts().calls, 0);
     assert_eq!(
         w.send(BOB, Command::Stop),
         [refused(
@@ -271,7 +326,7 @@ fn reject() {
             "user declined"
         )]
     );
-    assert_eq!(w.board.calls(), 0);
+    assert_eq!(w.counts().calls, 0);
     assert_eq!(w.board.next_deadline(), None, "the ring timer is gone");
 }
 
@@ -346,7 +401,7 @@ fn call_refusals() {
             "User alice is busy"
         )]
     );
-    assert_eq!(w.board.calls(), 1);
+    assert_eq!(w.counts().calls, 1);
 }
 
 #[test]
@@ -468,7 +523,7 @@ fn ring_timeout() {
             ),
         ]
     );
-    assert_eq!(w.board.calls(), 0);
+    assert_eq!(w.counts().calls, 0);
     assert_eq!(
         w.answer(BOB, "alice", true),
         [refused(
@@ -510,7 +565,7 @@ fn disconnect_mid_call_tells_the_other_side_and_reserves_the_name() {
             id
         )]
     );
-    assert_eq!(w.board.sessions(), 1);
+    assert_eq!(w.counts().sessions, 1);
     // Reserved for the grace period: a stranger cannot take it...
     assert_eq!(
         w.send(
@@ -548,7 +603,7 @@ fn resume_within_the_grace_period() {
     let token = w.tokens[&ALICE].clone();
     w.send(ALICE, Command::Closed);
     let again = SessionKey {
-        gateway: 3,
+        gateway: GatewayId(3),
         session: 9,
     };
     assert_eq!(
@@ -600,7 +655,7 @@ fn a_reload_displaces_the_old_session() {
     let id = w.in_call();
     let token = w.tokens[&ALICE].clone();
     let reload = SessionKey {
-        gateway: 1,
+        gateway: GatewayId(1),
         session: 7,
     };
     let out = w.send(
@@ -674,7 +729,7 @@ fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
     let id = *id;
     w.answer(ALICE, "carol", true);
     assert_eq!(
-        w.board.gateway_closed(w.now, 1),
+        w.gateway_gone(GatewayId(1)),
         [stop(
             CAROL,
             Reason::PeerDisconnected,
@@ -682,8 +737,8 @@ fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
             id
         )]
     );
-    assert_eq!(w.board.sessions(), 1);
-    assert_eq!(w.board.calls(), 0);
+    assert_eq!(w.counts().sessions, 1);
+    assert_eq!(w.counts().calls, 0);
 }
 
 #[test]
@@ -737,4 +792,63 @@ fn every_delivery_of_a_call_carries_its_trace() {
         },
     );
     assert_eq!(traces(&out), [None], "outside a call, no trace");
+}
+
+#[test]
+fn a_leftover_grace_timer_does_not_free_a_resumed_name() {
+    // Register, close, resume at 2 s, close again at 8 s: the first disconnect's timer (due at
+    // 10 s) must not free the name, whose second grace period runs to 18 s.
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    let token = w.tokens[&ALICE].clone();
+    let register = |token: Option<&str>| Command::Register {
+        name: "alice".into(),
+        resume_token: token.map(str::to_owned),
+    };
+    w.send(ALICE, Command::Closed);
+    w.advance(Duration::from_secs(2));
+    let again = SessionKey {
+        gateway: GatewayId(3),
+        session: 9,
+    };
+    let out = w.send(again, register(Some(&token)));
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Delivery {
+                event: Event::Registered { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    w.advance(Duration::from_secs(6));
+    w.send(again, Command::Closed);
+    w.advance(Duration::from_millis(2_600));
+    assert_eq!(
+        w.send(CAROL, register(None)),
+        [refused(
+            CAROL,
+            Request::Register,
+            Reason::NameTaken,
+            "the name alice is taken"
+        )],
+        "at 10.6 s the name is still held for its owner"
+    );
+    w.advance(Duration::from_millis(2_400));
+    let back = SessionKey {
+        gateway: GatewayId(3),
+        session: 10,
+    };
+    let out = w.send(back, register(Some(&token)));
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Delivery {
+                event: Event::Registered { .. },
+                ..
+            }]
+        ),
+        "at 13 s the owner's token still works: {out:?}"
+    );
 }

@@ -1,10 +1,87 @@
-//! W3C trace context (`traceparent`) for calls: one per call, continued from the page when it
-//! sends one, carried through signaling with the call, and shown to both parties as `traceId`
-//! so a user's bug report can be found in the traces.
+//! Call tracing: one W3C trace (`traceparent`) per call, continued from the page when it sends
+//! one, carried through signaling with the call, and shown to both parties as `traceId` so a
+//! user's bug report can be found in the traces. Each browser-visible step of a call is a span
+//! of that trace where spans are exported; nothing is built for it otherwise.
 
 use std::collections::HashMap;
 
-pub const TRACEPARENT: &str = "traceparent";
+use stunner_proto::signaling::v1::{self as pb, session_message::Body as Down};
+use svc_common::telemetry::TRACEPARENT;
+
+use crate::reason::Reason;
+
+/// The call a session is in, as far as tracing goes: its id and `traceparent`, as signaling
+/// last told it.
+#[derive(Default)]
+pub struct CallTrace {
+    call: Option<(String, String)>,
+}
+
+impl CallTrace {
+    /// The span of the browser's `call`, and the `traceparent` signaling gets with it.
+    pub fn call(&self, caller: &str, callee: &str, page: Option<&str>) -> (tracing::Span, String) {
+        call_span(caller, callee, page)
+    }
+
+    /// The span of the callee's answer and the `traceparent` it carries on, under the call's
+    /// trace (none when the call is not known yet).
+    pub fn answer(&self) -> Option<(tracing::Span, String)> {
+        let (call_id, traceparent) = self.call.as_ref()?;
+        Some(step_span("incomingCallResponse", call_id, traceparent))
+    }
+
+    /// A delivery from signaling: the span of its step of the call (when spans are exported),
+    /// with what became of the call where the caller learns it.
+    pub fn delivery(
+        &mut self,
+        body: &Down,
+        context: &HashMap<String, String>,
+    ) -> Option<tracing::Span> {
+        let traceparent = context
+            .get(TRACEPARENT)
+            .filter(|_| svc_common::telemetry::exporting())?;
+        let (step, call_id) = delivery(body)?;
+        // Candidates name no call: they belong to the one this session is in.
+        let known = self.call.as_ref().map(|(id, _)| id.clone());
+        let call_id = Some(call_id)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .or(known)
+            .unwrap_or_default();
+        let (span, _) = step_span(step, &call_id, traceparent);
+        let outcome = |reason: pb::Reason| Reason::from(reason).as_str();
+        match body {
+            Down::CallAccepted(_) => {
+                span.record("call.outcome", "accepted");
+            }
+            Down::Refused(refused) => {
+                span.record("call.outcome", outcome(refused.reason()));
+            }
+            Down::StopCommunication(stop) => {
+                span.record("call.outcome", outcome(stop.reason()));
+            }
+            _ => {}
+        }
+        self.call = match body {
+            Down::StopCommunication(_) | Down::Refused(_) => None,
+            _ => Some((call_id, traceparent.clone())),
+        };
+        Some(span)
+    }
+}
+
+/// The browser message id a delivery becomes, and its call id, for the call's trace.
+fn delivery(body: &Down) -> Option<(&'static str, &str)> {
+    Some(match body {
+        Down::IncomingCall(call) => ("incomingCall", &call.call_id),
+        Down::CallAccepted(accepted) => ("callResponse", &accepted.call_id),
+        Down::StartCommunication(start) => ("startCommunication", &start.call_id),
+        Down::StopCommunication(stop) => ("stopCommunication", &stop.call_id),
+        Down::Candidate(_) => ("iceCandidate", ""),
+        Down::Refused(refused) if refused.request() == pb::Request::Call => ("callResponse", ""),
+        Down::Registered(_) | Down::Refused(_) => return None,
+    })
+}
 
 /// A fresh, sampled `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-01`.
 pub fn new_traceparent() -> String {
@@ -13,7 +90,7 @@ pub fn new_traceparent() -> String {
     // An all-zero id is invalid; with 128 random bits this guards a theoretical case only.
     bytes[0] |= 1;
     bytes[16] |= 1;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = svc_common::hex(&bytes);
     format!("00-{}-{}-01", &hex[..32], &hex[32..])
 }
 
@@ -41,7 +118,7 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 /// The span of a browser's `call`: the root of the call's trace, or a child of the page's own
 /// `traceparent`; and the `traceparent` that carries it on to signaling (a fresh one when no
 /// spans are exported).
-pub fn call_span(caller: &str, callee: &str, page: Option<&str>) -> (tracing::Span, String) {
+fn call_span(caller: &str, callee: &str, page: Option<&str>) -> (tracing::Span, String) {
     let page = page.filter(|t| trace_id(t).is_some());
     if !svc_common::telemetry::exporting() {
         let traceparent = page.map_or_else(new_traceparent, str::to_owned);
@@ -66,7 +143,7 @@ pub fn call_span(caller: &str, callee: &str, page: Option<&str>) -> (tracing::Sp
 
 /// A span for one step of a call (a delivery to the browser, the callee's answer) under the
 /// call's `traceparent`, and the `traceparent` to send on.
-pub fn step_span(step: &'static str, call_id: &str, traceparent: &str) -> (tracing::Span, String) {
+fn step_span(step: &'static str, call_id: &str, traceparent: &str) -> (tracing::Span, String) {
     if !svc_common::telemetry::exporting() {
         return (tracing::Span::none(), traceparent.to_owned());
     }

@@ -1,0 +1,473 @@
+//! One browser WebSocket: the socket pump. Frames are decoded and translated
+//! ([`translate`]) into requests for signaling, carried by the [`Link`]; what signaling and
+//! ice-config answer is written back. Holds no call state: only the registration in progress,
+//! the name signaling confirmed, when to refresh the credentials, and the call's trace
+//! ([`calltrace`]). Flood control is [`ratelimit`].
+//!
+//! Nothing the pump waits on may hold the others: an ICE configuration fetch (registration,
+//! credential refresh) is a future the loop selects on, so a slow ice-config delays neither the
+//! browser's deliveries nor the ping check; every write has a deadline.
+
+pub mod calltrace;
+pub mod ratelimit;
+pub mod translate;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use stunner_proto::signaling::v1::{self as pb, gateway_message::Body as Up};
+use svc_common::telemetry::TRACEPARENT;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+use crate::{
+    ice::{IceClient, IceError, Issued},
+    link::{Ended, Link, SessionHandle},
+    metrics::Metrics,
+    protocol::{ClientMessage, IceConfiguration, ServerMessage},
+    reason::GatewayReason,
+};
+use calltrace::CallTrace;
+use ratelimit::TokenBucket;
+use translate::{Downward, Upward, downward, error, register_refused, registered, up, upward};
+
+/// The close reason for a browser that stopped answering pings.
+const NO_PONG: &str = "no pong";
+/// The close reason for a browser that does not read what it is sent.
+const TOO_SLOW: &str = "too slow reading messages";
+
+/// How long the server waits for a browser to finish the closing handshake.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long one write to a browser may take before the browser is taken for stuck.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// When a credential refresh fails, the next try.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// What every session of this gateway shares.
+pub struct Shared {
+    pub link: Arc<Link>,
+    pub metrics: Metrics,
+    pub ice: IceClient,
+    pub limits: SessionLimits,
+    /// Cancelled when the gateway starts draining: every session closes with 1001.
+    pub stop: CancellationToken,
+    /// Owns every session task, so the drain waits for their closing handshakes.
+    pub sessions: TaskTracker,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Messages per second a browser may send, on average.
+    pub rate: u32,
+    /// How many messages a browser may send at once above the rate.
+    pub burst: u32,
+    /// How often the server pings; a browser silent for two intervals is gone.
+    pub ping_interval: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            rate: 50,
+            burst: 200,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// An ICE configuration fetch in flight, and what it is for.
+type Fetch = Pin<Box<dyn Future<Output = (Purpose, Result<Issued, IceError>)> + Send>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Register,
+    Refresh,
+}
+
+/// Where a registration stands.
+enum Registration {
+    None,
+    /// Fetching credentials for `name`, before claiming it.
+    Fetching {
+        name: String,
+        resume_token: Option<String>,
+    },
+    /// Credentials in hand; the name is being claimed.
+    Claiming {
+        config: IceConfiguration,
+        refresh_in: Option<Duration>,
+    },
+}
+
+/// Why the pump stopped: a close frame to send, or none (the socket is gone).
+type Close = Option<(u16, &'static str)>;
+
+/// Runs one session to its end.
+pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
+    let mut handle = shared.link.open(id);
+    let mut session = Session {
+        id,
+        shared: shared.clone(),
+        registration: Registration::None,
+        name: None,
+        refresh_at: None,
+        fetch: None,
+        trace: CallTrace::default(),
+        bucket: TokenBucket::new(shared.limits.rate, shared.limits.burst),
+    };
+    let mut pings = interval(shared.limits.ping_interval);
+    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+
+    let close: Close = loop {
+        // While a registration is under way the socket is not read, so what the browser sends
+        // next is handled after it, in order.
+        let reading = matches!(session.registration, Registration::None);
+        let refresh_due = session.refresh_at.filter(|_| session.fetch.is_none());
+        tokio::select! {
+            frame = socket.recv(), if reading => {
+                last_heard = Instant::now();
+                let replies = match frame {
+                    Some(Ok(Message::Text(text))) => session.on_text(&text),
+                    Some(Ok(Message::Binary(_))) => vec![session.refuse_binary()],
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(error)) => {
+                        if too_big(error) {
+                            shared.metrics.rejected(GatewayReason::TooBig);
+                            break Some((close_code::SIZE, "message too big"));
+                        }
+                        break None;
+                    }
+                };
+                if let Err(close) = send(&mut socket, &shared.metrics, replies).await {
+                    break close;
+                }
+            }
+            (purpose, issued) = fetching(&mut session.fetch) => {
+                session.fetch = None;
+                let replies = session.on_issued(purpose, issued);
+                if let Err(close) = send(&mut socket, &shared.metrics, replies).await {
+                    break close;
+                }
+            }
+            message = handle.inbox.recv() => {
+                let Some(message) = message else { break None };
+                let replies = session.on_signaling(*message);
+                // A browser that stopped reading blocks this write; its queue overflowing
+                // (`ended`) must still end the session.
+                tokio::select! {
+                    sent = send(&mut socket, &shared.metrics, replies) => if let Err(close) = sent { break close },
+                    () = handle.ended.cancelled() => break Some(ended(&handle)),
+                }
+            }
+            () = handle.ended.cancelled() => break Some(ended(&handle)),
+            () = until(refresh_due) => session.start_refresh(),
+            _ = pings.tick() => {
+                if last_heard.elapsed() > shared.limits.ping_interval * 2 {
+                    break Some((close_code::POLICY, NO_PONG));
+                }
+                if let Err(close) = write(&mut socket, Message::Ping(Default::default())).await {
+                    break close;
+                }
+            }
+            () = shared.stop.cancelled() => break Some((close_code::AWAY, "server shutting down")),
+        }
+    };
+
+    // The session is over for signaling now (its peer is told at once), whatever the closing
+    // handshake below takes.
+    shared.link.close(id);
+    shared
+        .link
+        .send(up(id, session.name.as_deref(), Up::Closed(pb::Closed {})));
+    if let Some((code, reason)) = close {
+        closing_handshake(socket, code, reason).await;
+    }
+}
+
+struct Session {
+    id: u64,
+    shared: Arc<Shared>,
+    registration: Registration,
+    /// The name signaling confirmed.
+    name: Option<String>,
+    refresh_at: Option<Instant>,
+    fetch: Option<Fetch>,
+    trace: CallTrace,
+    bucket: TokenBucket,
+}
+
+impl Session {
+    /// A browser frame: zero or more immediate replies.
+    fn on_text(&mut self, text: &str) -> Vec<ServerMessage> {
+        if !self.bucket.take() {
+            return vec![error(
+                "too many messages; slow down",
+                GatewayReason::RateLimited.into(),
+            )];
+        }
+        let message = match ClientMessage::decode(text) {
+            Ok(message) => message,
+            Err(e) => return vec![error(&e.to_string(), e.reason().into())],
+        };
+        match upward(message) {
+            Upward::Register { name, resume_token } => self.register(name, resume_token),
+            Upward::Call {
+                to,
+                sdp_offer,
+                traceparent,
+            } => {
+                // One trace per call: the page's own, if it sent a valid one, or a new one.
+                let caller = self.name.as_deref().unwrap_or_default();
+                let (span, traceparent) = self.trace.call(caller, &to, traceparent.as_deref());
+                let _step = span.enter();
+                self.forward(Up::Call(pb::Call { to, sdp_offer }), Some(traceparent))
+            }
+            Upward::Answer(answer) => {
+                // The answer continues the trace of the call it answers.
+                let step = self.trace.answer();
+                let _step = step.as_ref().map(|(span, _)| span.enter());
+                let traceparent = step.as_ref().map(|(_, onward)| onward.clone());
+                self.forward(Up::Answer(answer), traceparent)
+            }
+            Upward::Forward(body) => self.forward(body, None),
+            Upward::Refuse(reply) => vec![reply],
+        }
+    }
+
+    /// A registration: credentials are fetched first, so a failed fetch reserves no name.
+    fn register(&mut self, name: String, resume_token: Option<String>) -> Vec<ServerMessage> {
+        if self.name.is_some() {
+            return vec![register_refused(
+                "already registered",
+                pb::Reason::AlreadyRegistered.into(),
+            )];
+        }
+        // Registration is a trace of its own, including the ice-config request.
+        let span = tracing::info_span!(
+            parent: None,
+            "register",
+            otel.kind = "server",
+            enduser.id = %name,
+            session = self.id,
+        );
+        self.fetch = Some(self.issue(&name, Purpose::Register, span));
+        self.registration = Registration::Fetching { name, resume_token };
+        Vec::new()
+    }
+
+    fn start_refresh(&mut self) {
+        self.refresh_at = None;
+        let Some(name) = self.name.clone() else {
+            return;
+        };
+        tracing::info!(session = self.id, "refreshing credentials");
+        self.fetch = Some(self.issue(&name, Purpose::Refresh, tracing::Span::none()));
+    }
+
+    fn issue(&self, name: &str, purpose: Purpose, span: tracing::Span) -> Fetch {
+        let (ice, name) = (self.shared.ice.clone(), name.to_owned());
+        Box::pin(async move { (purpose, ice.issue(&name).instrument(span).await) })
+    }
+
+    /// Credentials arrived (or could not be had).
+    fn on_issued(
+        &mut self,
+        purpose: Purpose,
+        issued: Result<Issued, IceError>,
+    ) -> Vec<ServerMessage> {
+        match (purpose, issued) {
+            (Purpose::Register, Ok(issued)) => {
+                let Registration::Fetching { name, resume_token } =
+                    std::mem::replace(&mut self.registration, Registration::None)
+                else {
+                    return Vec::new();
+                };
+                self.registration = Registration::Claiming {
+                    config: issued.config,
+                    refresh_in: issued.refresh_in,
+                };
+                let body = Up::Register(pb::Register {
+                    name,
+                    resume_token: resume_token.unwrap_or_default(),
+                });
+                self.forward(body, None)
+            }
+            (Purpose::Register, Err(e)) => {
+                self.registration = Registration::None;
+                let reply = match e {
+                    IceError::InvalidUser(_) => register_refused(
+                        "a name may only contain letters, digits and _ - . @ +",
+                        pb::Reason::InvalidName.into(),
+                    ),
+                    IceError::Unavailable(_) => {
+                        tracing::warn!(session = self.id, error = %e, "ice-config unavailable");
+                        register_refused(&e.to_string(), GatewayReason::IceConfigUnavailable.into())
+                    }
+                };
+                vec![reply]
+            }
+            (Purpose::Refresh, Ok(issued)) => {
+                if self.name.is_none() {
+                    return Vec::new();
+                }
+                self.refresh_at = issued.refresh_in.map(|d| Instant::now() + d);
+                vec![ServerMessage::IceConfiguration {
+                    ice_configuration: issued.config,
+                }]
+            }
+            (Purpose::Refresh, Err(e)) => {
+                tracing::warn!(session = self.id, error = %e, "credential refresh failed; retrying");
+                self.refresh_at = Some(Instant::now() + REFRESH_RETRY);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Carries `body` to signaling under `traceparent`; a refusal when it cannot be.
+    fn forward(&mut self, body: Up, traceparent: Option<String>) -> Vec<ServerMessage> {
+        let mut message = up(self.id, self.name.as_deref(), body);
+        if let Some(traceparent) = traceparent {
+            message
+                .trace_context
+                .insert(TRACEPARENT.to_owned(), traceparent);
+        }
+        if self.shared.link.send(message) {
+            return Vec::new();
+        }
+        if matches!(self.registration, Registration::Claiming { .. }) {
+            self.registration = Registration::None;
+        }
+        vec![error(
+            "signaling is unavailable; try again shortly",
+            GatewayReason::SignalingUnavailable.into(),
+        )]
+    }
+
+    fn refuse_binary(&mut self) -> ServerMessage {
+        if self.bucket.take() {
+            error(
+                "binary frames are not part of this protocol",
+                GatewayReason::InvalidMessage.into(),
+            )
+        } else {
+            error(
+                "too many messages; slow down",
+                GatewayReason::RateLimited.into(),
+            )
+        }
+    }
+
+    /// What signaling says to this session, in the browser's words.
+    fn on_signaling(&mut self, message: pb::SessionMessage) -> Option<ServerMessage> {
+        let trace_id = calltrace::trace_id_in(&message.trace_context);
+        let body = message.body?;
+        // Each delivery of a call is a step of the call's trace.
+        let _step = self.trace.delivery(&body, &message.trace_context);
+        match downward(body, trace_id) {
+            Downward::Tell(reply) => Some(reply),
+            Downward::Registered { name, resume_token } => {
+                let Registration::Claiming { config, refresh_in } =
+                    std::mem::replace(&mut self.registration, Registration::None)
+                else {
+                    return None;
+                };
+                self.name = Some(name);
+                self.refresh_at = refresh_in.map(|d| Instant::now() + d);
+                Some(registered(config, resume_token))
+            }
+            Downward::RegisterRefused(reply) => {
+                self.registration = Registration::None;
+                Some(reply)
+            }
+            Downward::Replaced(reply) => {
+                self.name = None;
+                self.refresh_at = None;
+                Some(reply)
+            }
+            Downward::Nothing => None,
+        }
+    }
+}
+
+/// The fetch in flight, if any (never completes without one).
+async fn fetching(fetch: &mut Option<Fetch>) -> (Purpose, Result<Issued, IceError>) {
+    match fetch {
+        Some(fetch) => fetch.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes at `at`, or never.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a socket error is a frame over the size limit.
+fn too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::{Error, error::CapacityError};
+    matches!(
+        error.into_inner().downcast::<Error>().map(|e| *e),
+        Ok(Error::Capacity(CapacityError::MessageTooLong { .. }))
+    )
+}
+
+/// Why the server ended a session, as a close code and reason.
+fn ended(handle: &SessionHandle) -> (u16, &'static str) {
+    match handle.reason() {
+        Some(Ended::TooSlow) => (close_code::POLICY, TOO_SLOW),
+        _ => (
+            close_code::AGAIN,
+            "signaling unavailable; reconnect and resume",
+        ),
+    }
+}
+
+/// Writes replies; `Err` with how to close when the socket is gone or stuck.
+async fn send(
+    socket: &mut WebSocket,
+    metrics: &Metrics,
+    replies: impl IntoIterator<Item = ServerMessage>,
+) -> Result<(), Close> {
+    for reply in replies {
+        metrics.reply(&reply);
+        write(socket, Message::Text(reply.encode().into())).await?;
+    }
+    Ok(())
+}
+
+/// One write, under the write deadline: a browser that does not take it in time is closed as
+/// too slow (and its name enters the grace period as for any disconnect).
+async fn write(socket: &mut WebSocket, message: Message) -> Result<(), Close> {
+    match tokio::time::timeout(WRITE_DEADLINE, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some((close_code::POLICY, TOO_SLOW))),
+    }
+}
+
+/// Sends the close, then reads until the browser's own close, so unread input does not turn
+/// the close into a TCP reset that loses the frame. Bounded: a browser that never reads must
+/// not hold the task. A browser that stopped answering pings is gone: nobody will answer.
+async fn closing_handshake(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let gone = code == close_code::POLICY && reason == NO_PONG;
+    let handshake = async {
+        socket.send(Message::Close(Some(frame))).await.ok()?;
+        while !gone && let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, handshake).await;
+}
