@@ -1,8 +1,18 @@
 # Contributors' shortcuts; the README's commands work without `just`.
 
+# List the recipes
+default:
+    @just --list
+
+# The fast inner loop: format, lint, unit tests (no processes, no browsers)
+check:
+    cargo fmt --all
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test --workspace --lib --bins
+
 # Run the local stack (ice-config, signaling, gateway, embedded TURN)
-run:
-    bash scripts/run.sh
+run *ARGS:
+    bash scripts/run.sh {{ARGS}}
 
 # Every check and test, installing what the tests need
 test:
@@ -17,7 +27,7 @@ lint:
 generate:
     touch proto/build.rs && cargo build -p stunner-proto
 
-# Load benchmark of the call path (release build); prints figures
+# Load benchmark (release build); prints figures
 bench *ARGS:
     cargo build --release --workspace --bins
     ./target/release/bench {{ARGS}}

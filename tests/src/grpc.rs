@@ -24,10 +24,11 @@ pub async fn health(channel: &Channel, service: &str) -> Result<ServingStatus, t
         .map(|r| r.into_inner().status())
 }
 
-/// The services reflection v1 and v1alpha list, each sorted.
-pub async fn reflected_services(channel: &Channel) -> (Vec<String>, Vec<String>) {
-    let v1 = {
-        use tonic_reflection::pb::v1::{
+/// The services one version of reflection lists (the v1 and v1alpha clients are different
+/// generated types of the same shape).
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
             server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
@@ -35,10 +36,10 @@ pub async fn reflected_services(channel: &Channel) -> (Vec<String>, Vec<String>)
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let reply = ServerReflectionClient::new(channel.clone())
+        let reply = ServerReflectionClient::new($channel.clone())
             .server_reflection_info(tokio_stream::once(request))
             .await
-            .expect("reflection v1")
+            .expect(concat!("reflection ", stringify!($version)))
             .into_inner()
             .message()
             .await
@@ -46,37 +47,18 @@ pub async fn reflected_services(channel: &Channel) -> (Vec<String>, Vec<String>)
         let Some(MessageResponse::ListServicesResponse(list)) =
             reply.and_then(|r| r.message_response)
         else {
-            panic!("v1: expected a service list");
+            panic!(concat!(stringify!($version), ": expected a service list"));
         };
-        list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-    };
-    let v1alpha = {
-        use tonic_reflection::pb::v1alpha::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let reply = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .expect("reflection v1alpha")
-            .into_inner()
-            .message()
-            .await
-            .expect("a reply");
-        let Some(MessageResponse::ListServicesResponse(list)) =
-            reply.and_then(|r| r.message_response)
-        else {
-            panic!("v1alpha: expected a service list");
-        };
-        list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-    };
-    let sorted = |mut names: Vec<String>| {
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
         names.sort();
         names
-    };
-    (sorted(v1), sorted(v1alpha))
+    }};
+}
+
+/// The services reflection v1 and v1alpha list, each sorted.
+pub async fn reflected_services(channel: &Channel) -> (Vec<String>, Vec<String>) {
+    (
+        list_services!(v1, channel),
+        list_services!(v1alpha, channel),
+    )
 }

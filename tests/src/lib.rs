@@ -79,7 +79,18 @@ pub fn metric(body: &str, sample: &str) -> Option<f64> {
 }
 
 /// Polls `check` until it yields a value, or panics with `what` after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    until(within, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}"))
+}
+
+/// Polls `check` until it yields a value; `None` once `within` has passed.
+pub async fn until<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -92,9 +103,7 @@ where
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(within, poll)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {within:?} waiting for {what}"))
+    tokio::time::timeout(within, poll).await.ok()
 }
 
 /// A port that was free a moment ago, on 127.0.0.1, for both TCP and UDP. Only for servers that

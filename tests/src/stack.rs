@@ -1,4 +1,5 @@
-//! The three services as real processes on port 0, wired to each other.
+//! The three services as real processes on port 0, wired to each other: [`Launch`] starts one
+//! with the test's flags and environment, [`Stack`] the usual three.
 
 use std::{
     path::{Path, PathBuf},
@@ -29,6 +30,123 @@ pub fn ephemeral_config(turn_port: u16, secret: &str) -> String {
     )
 }
 
+/// One of our services, about to be started on loopback port 0.
+pub struct Launch<'a> {
+    binary: &'static str,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    hosts: Option<&'a Hosts>,
+    /// Wait for `/readyz` before returning (the gateway: attached to signaling).
+    ready: bool,
+}
+
+impl<'a> Launch<'a> {
+    /// ice-config reading the STUNner config file `config`.
+    pub fn ice_config(config: &Path) -> Self {
+        Self::new("ice-config")
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--stunner-config", config.to_str().expect("utf-8")])
+    }
+
+    pub fn signaling() -> Self {
+        Self::new("signaling").args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+    }
+
+    /// A gateway serving the repository's page, ready (attached to signaling) when started.
+    pub fn gateway(ice_config_url: &str, signaling_url: &str) -> Self {
+        let static_dir = static_dir();
+        let mut launch = Self::new("gateway")
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--ice-config-url", ice_config_url])
+            .args(["--signaling-url", signaling_url])
+            .args(["--static-dir", static_dir.to_str().expect("utf-8")]);
+        launch.ready = true;
+        launch
+    }
+
+    fn new(binary: &'static str) -> Self {
+        Self {
+            binary,
+            args: Vec::new(),
+            env: Vec::new(),
+            hosts: None,
+            ready: false,
+        }
+    }
+
+    /// Sets `--flag value`, replacing the value the launcher chose for it, if any.
+    pub fn set(mut self, flag: &str, value: &str) -> Self {
+        match self.args.iter().position(|a| a == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.to_owned(),
+            _ => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+        self
+    }
+
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env<K: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env.extend(
+            vars.into_iter()
+                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+        );
+        self
+    }
+
+    /// Resolves names through `hosts` (a private `/etc/hosts`).
+    pub fn hosts(mut self, hosts: &'a Hosts) -> Self {
+        self.hosts = Some(hosts);
+        self
+    }
+
+    /// Returns as soon as the ports are announced, ready or not.
+    pub fn unready(mut self) -> Self {
+        self.ready = false;
+        self
+    }
+
+    pub async fn start(self) -> Service {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let service = match self.hosts {
+            None => Service::start(&binary(self.binary), &args, &env).await,
+            Some(hosts) => {
+                let (program, wrapped) = hosts.wrap(&binary(self.binary), &args);
+                let wrapped: Vec<&str> = wrapped.iter().map(String::as_str).collect();
+                Service::start(&program, &wrapped, &env).await
+            }
+        };
+        if self.ready {
+            wait_ready(&service).await;
+        }
+        service
+    }
+}
+
+/// Waits until `service`'s `/readyz` answers 200.
+pub async fn wait_ready(service: &Service) {
+    let ready = service.url("http", "/readyz");
+    eventually(Duration::from_secs(10), "the service to be ready", || {
+        let ready = ready.clone();
+        async move {
+            let status = reqwest::get(&ready).await.ok()?.status();
+            (status == 200).then_some(())
+        }
+    })
+    .await;
+}
+
 pub struct Stack {
     pub ice_config: Service,
     pub signaling: Service,
@@ -51,15 +169,22 @@ impl Stack {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("stunnerd.conf");
         std::fs::write(&config, stunner_config).expect("write config");
-        let ice_config = start_ice_config(&config, flags.ice_config, flags.env).await;
-        let signaling = start_signaling(flags.signaling, flags.env).await;
-        let gateway = start_gateway_with(
-            flags.env,
-            &ice_config.url("grpc", ""),
-            &signaling.url("grpc", ""),
-            flags.gateway,
-        )
-        .await;
+        let env = flags.env.iter().copied();
+        let ice_config = Launch::ice_config(&config)
+            .args(flags.ice_config)
+            .env(env.clone())
+            .start()
+            .await;
+        let signaling = Launch::signaling()
+            .args(flags.signaling)
+            .env(env.clone())
+            .start()
+            .await;
+        let gateway = Launch::gateway(&ice_config.url("grpc", ""), &signaling.url("grpc", ""))
+            .args(flags.gateway)
+            .env(env)
+            .start()
+            .await;
         Stack {
             ice_config,
             signaling,
@@ -68,8 +193,13 @@ impl Stack {
         }
     }
 
+    /// The STUNner config file ice-config reads.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("stunnerd.conf")
+    }
+
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/one2one", self.gateway.addr("http"))
+        ws_url(&self.gateway)
     }
 
     /// The page, as a browser opens it.
@@ -82,86 +212,9 @@ impl Stack {
     }
 }
 
-/// ice-config on port 0 of 127.0.0.1, reading the STUNner config file `config`.
-pub async fn start_ice_config(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
-    let config = config.to_str().expect("utf-8");
-    let mut args = vec![
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--stunner-config",
-        config,
-    ];
-    args.extend_from_slice(extra);
-    Service::start(&binary("ice-config"), &args, env).await
-}
-
-/// signaling on port 0 of 127.0.0.1.
-pub async fn start_signaling(extra: &[&str], env: &[(&str, &str)]) -> Service {
-    let mut args = vec!["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Service::start(&binary("signaling"), &args, env).await
-}
-
-/// A gateway on port 0, ready (attached to signaling) when this returns.
-pub async fn start_gateway(ice_config_url: &str, signaling_url: &str, extra: &[&str]) -> Service {
-    start_gateway_with(&[], ice_config_url, signaling_url, extra).await
-}
-
-/// [`start_gateway`] with environment variables.
-pub async fn start_gateway_with(
-    env: &[(&str, &str)],
-    ice_config_url: &str,
-    signaling_url: &str,
-    extra: &[&str],
-) -> Service {
-    start_gateway_in(None, env, ice_config_url, signaling_url, extra).await
-}
-
-/// [`start_gateway_with`], resolving names through `hosts` when given.
-pub async fn start_gateway_in(
-    hosts: Option<&Hosts>,
-    env: &[(&str, &str)],
-    ice_config_url: &str,
-    signaling_url: &str,
-    extra: &[&str],
-) -> Service {
-    let static_dir = static_dir();
-    let static_dir = static_dir.to_str().expect("utf-8");
-    let mut args = vec![
-        "--http-addr",
-        "127.0.0.1:0",
-        "--ice-config-url",
-        ice_config_url,
-        "--signaling-url",
-        signaling_url,
-        "--static-dir",
-        static_dir,
-    ];
-    args.extend_from_slice(extra);
-    let gateway = match hosts {
-        None => Service::start(&binary("gateway"), &args, env).await,
-        Some(hosts) => {
-            let (program, args) = hosts.wrap(&binary("gateway"), &args);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            Service::start(&program, &args, env).await
-        }
-    };
-    let ready = gateway.url("http", "/readyz");
-    eventually(
-        Duration::from_secs(10),
-        "the gateway to attach to signaling",
-        || {
-            let ready = ready.clone();
-            async move {
-                let status = reqwest::get(&ready).await.ok()?.status();
-                (status == 200).then_some(())
-            }
-        },
-    )
-    .await;
-    gateway
+/// The WebSocket URL of a gateway.
+pub fn ws_url(gateway: &Service) -> String {
+    format!("ws://{}/one2one", gateway.addr("http"))
 }
 
 /// The repository's `static/` folder.

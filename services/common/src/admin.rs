@@ -61,6 +61,35 @@ pub fn router(
         )
 }
 
+/// Requests a router in-process, as `tower::ServiceExt::oneshot` does: for handler tests that
+/// need no socket.
+#[doc(hidden)]
+pub mod testing {
+    use axum::{Router, body::Body, http::StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// `GET path` with `headers`: the status and the body as text.
+    pub async fn get(router: Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut request = axum::http::Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router
+            .oneshot(request.body(Body::empty()).expect("a valid request"))
+            .await
+            .unwrap_or_else(|never| match never {});
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|body| body.to_bytes())
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,11 +59,12 @@ pub(crate) fn exporter_configured() -> bool {
 /// The provider: batch export over OTLP/gRPC, the resource from `OTEL_SERVICE_NAME` and
 /// `OTEL_RESOURCE_ATTRIBUTES` (the crate's name when unset), the sampler from
 /// `OTEL_TRACES_SAMPLER`/`_ARG`.
-pub(crate) fn provider(service: &'static str) -> Result<SdkTracerProvider, String> {
+pub(crate) fn provider(
+    service: &'static str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(service);

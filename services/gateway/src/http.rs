@@ -11,7 +11,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{State, WebSocketUpgrade},
+    extract::{State, WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -43,6 +43,10 @@ pub struct HttpState {
     pub next_session: Arc<AtomicU64>,
 }
 
+/// The origin of a page of another site.
+#[derive(Debug)]
+struct ForeignOrigin(String);
+
 /// Which pages may open a WebSocket here.
 #[derive(Clone, Debug)]
 pub enum Origins {
@@ -65,12 +69,14 @@ pub fn router(state: HttpState, static_dir: PathBuf) -> Router {
         .fallback_service(ServeDir::new(static_dir))
 }
 
+/// The origin is checked before anything else about the request: a page of another site is
+/// refused whether or not its upgrade request is well formed.
 async fn upgrade(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(origin) = state.origins.check(&headers) {
+    if let Err(ForeignOrigin(origin)) = state.origins.check(&headers) {
         tracing::warn!(%origin, "WebSocket from a foreign origin refused");
         state.shared.metrics.rejected(GatewayReason::ForeignOrigin);
         return (
@@ -79,6 +85,10 @@ async fn upgrade(
         )
             .into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     let session = state.next_session.fetch_add(1, Ordering::Relaxed);
     let shared = state.shared.clone();
     ws.read_buffer_size(READ_BUFFER)
@@ -108,7 +118,7 @@ impl Origins {
     /// `Err(origin)` when a browser page from another site opens the socket. Clients that send
     /// no Origin (not browsers) are let through: the check protects users' browsers, not the
     /// server.
-    fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+    fn check(&self, headers: &HeaderMap) -> Result<(), ForeignOrigin> {
         let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
             return Ok(());
         };
@@ -124,7 +134,7 @@ impl Origins {
             Origins::Any => Ok(()),
             Origins::Listed(_) if same_site => Ok(()),
             Origins::Listed(list) if list.iter().any(|o| o == origin) => Ok(()),
-            Origins::Listed(_) => Err(origin.to_owned()),
+            Origins::Listed(_) => Err(ForeignOrigin(origin.to_owned())),
         }
     }
 }
@@ -137,6 +147,83 @@ fn readiness(shared: &Shared) -> Readiness {
         Readiness {
             ready: false,
             problems: vec!["no stream to signaling".into()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use svc_common::admin::testing::get;
+
+    use super::*;
+    use crate::{ice::IceClient, link::Link, metrics::Metrics, session::SessionLimits};
+
+    /// The router with no signaling and no ice-config behind it: what a request sees before
+    /// anything is connected.
+    fn router(origins: &[&str]) -> Router {
+        let (link, _upstream) = Link::new(8);
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let shared = Arc::new(Shared {
+            link,
+            metrics: Metrics::default(),
+            ice: IceClient::new(channel, true),
+            limits: SessionLimits::default(),
+            stop: Default::default(),
+            sessions: Default::default(),
+        });
+        let state = HttpState {
+            shared,
+            origins: Origins::parse(&origins.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>()),
+            next_session: Arc::default(),
+        };
+        let static_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../static");
+        super::router(state, static_dir)
+    }
+
+    #[tokio::test]
+    async fn not_ready_without_signaling() {
+        assert_eq!(
+            get(router(&[]), "/readyz", &[]).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready\nno stream to signaling\n".into()
+            )
+        );
+        assert_eq!(get(router(&[]), "/healthz", &[]).await.0, StatusCode::OK);
+        let (status, page) = get(router(&[]), "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("id=\"videoOutput\""), "the page");
+    }
+
+    #[tokio::test]
+    async fn websockets_from_foreign_origins_are_refused() {
+        let upgrade = |origin: &'static str| {
+            [
+                ("host", "calls.example.com"),
+                ("origin", origin),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ]
+        };
+        let (status, body) = get(router(&[]), "/one2one", &upgrade("https://evil.example")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::FORBIDDEN,
+                "origin https://evil.example is not allowed\n"
+            )
+        );
+        // Listed, or the gateway's own: let through to the upgrade (which a oneshot request
+        // cannot complete, so it is refused for that, not for its origin).
+        for (origins, origin) in [
+            (&["https://app.example"][..], "https://app.example"),
+            (&[][..], "https://calls.example.com"),
+            (&["*"][..], "https://anything.example"),
+        ] {
+            let (status, _) = get(router(origins), "/one2one", &upgrade(origin)).await;
+            assert_ne!(status, StatusCode::FORBIDDEN, "{origin}");
         }
     }
 }

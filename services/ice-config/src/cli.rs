@@ -178,12 +178,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_flag_reads_its_env_var() {
-        use clap::CommandFactory;
-        svc_common::args::assert_every_flag_reads_env(&Args::command());
-    }
-
-    #[test]
     fn defaults_are_the_documented_ones() {
         let settings = Args::parse_from(["ice-config"])
             .settings()

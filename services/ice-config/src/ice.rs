@@ -13,7 +13,7 @@ use std::{
 use crate::{
     credentials,
     store::ConfigSet,
-    stunner_config::{Auth, StunnerConfig},
+    stunner_config::{Auth, AuthKind, StunnerConfig},
 };
 
 /// The longest user id accepted.
@@ -79,7 +79,7 @@ pub struct IceServer {
     /// Absent with auth type `none`.
     pub credentials: Option<Credentials>,
     /// The auth type the credential comes from, for metrics.
-    pub auth_kind: &'static str,
+    pub auth_kind: AuthKind,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -141,7 +141,7 @@ pub fn build(
     }
     let expires_at = ice_servers
         .iter()
-        .any(|server| server.auth_kind == "ephemeral")
+        .any(|server| server.auth_kind == AuthKind::Ephemeral)
         .then(|| truncate_to_second(expiry));
     Ok(IceConfig {
         ice_servers,

@@ -10,6 +10,8 @@ use prometheus_client::{
 
 pub use svc_common::metrics::CONTENT_TYPE;
 
+use crate::stunner_config::AuthKind;
+
 /// A cloneable handle to every metric.
 #[derive(Clone)]
 pub struct Metrics {
@@ -82,7 +84,8 @@ impl Default for Metrics {
 
 impl Metrics {
     /// One ICE server handed out through `api` ("grpc" or "rest"), with `auth` credentials.
-    pub fn issued(&self, api: &'static str, auth: &'static str) {
+    pub fn issued(&self, api: &'static str, auth: AuthKind) {
+        let auth = auth.as_str();
         self.inner
             .issued
             .get_or_create(&IssuedLabels { api, auth })

@@ -58,7 +58,7 @@ pub enum Protocol {
 }
 
 /// Why a document is not a usable STUNner config.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("not valid JSON: {0}")]
     Json(String),
@@ -177,11 +177,29 @@ impl TryFrom<RawConfig> for StunnerConfig {
 
 impl Auth {
     /// The label used in metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> AuthKind {
         match self {
-            Auth::None => "none",
-            Auth::Static { .. } => "static",
-            Auth::Ephemeral { .. } => "ephemeral",
+            Auth::None => AuthKind::None,
+            Auth::Static { .. } => AuthKind::Static,
+            Auth::Ephemeral { .. } => AuthKind::Ephemeral,
+        }
+    }
+}
+
+/// The kind of an [`Auth`], without its secrets: what metrics and expiry logic need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthKind {
+    None,
+    Static,
+    Ephemeral,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::None => "none",
+            AuthKind::Static => "static",
+            AuthKind::Ephemeral => "ephemeral",
         }
     }
 }

@@ -150,3 +150,14 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_reads_its_env_var() {
+        use clap::CommandFactory;
+        svc_common::args::assert_every_flag_reads_env(&Args::command());
+    }
+}

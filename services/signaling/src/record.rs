@@ -95,6 +95,13 @@ impl UserRecord {
         self.epoch
     }
 
+    /// The holder leaves with its call, until `until`: returns the disconnect's epoch and the
+    /// call it was in, for the caller to end.
+    pub fn leave(&mut self, until: Timestamp) -> (u64, Option<Leg>) {
+        let epoch = self.go_away(until);
+        (epoch, self.call.take())
+    }
+
     /// `holder` takes the name (a resume, a reload); returns the live session it displaced.
     pub fn take_over(&mut self, holder: SessionKey) -> Option<SessionKey> {
         let displaced = self.holder.replace(holder).filter(|old| *old != holder);

@@ -9,25 +9,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::name::Name;
 
-/// A gateway instance: chosen at random when it starts, so keys from different gateways never
-/// collide whichever signaling replica they pass through.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
-pub struct GatewayId(pub u64);
+/// Declares an id type shown (and parsed) as 16 hex digits.
+macro_rules! hex_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+        )]
+        pub struct $name(pub u64);
 
-impl fmt::Display for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
+        impl $name {
+            pub fn random() -> Self {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
+                Self(u64::from_le_bytes(bytes))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:016x}", self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                u64::from_str_radix(text, 16).map($name)
+            }
+        }
+    };
 }
 
-impl std::str::FromStr for GatewayId {
-    type Err = std::num::ParseIntError;
+hex_id! {
+    /// A gateway instance: chosen at random when it starts, so keys from different gateways
+    /// never collide whichever signaling replica they pass through.
+    GatewayId
+}
 
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(text, 16).map(GatewayId)
-    }
+hex_id! {
+    /// A call, unique across replicas (random).
+    CallId
 }
 
 /// One browser session: the gateway instance holding its socket, and the gateway's id for it.
@@ -39,32 +62,6 @@ impl std::str::FromStr for GatewayId {
 pub struct SessionKey {
     pub gateway: GatewayId,
     pub session: u64,
-}
-
-/// A call, unique across replicas (random).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CallId(pub u64);
-
-impl CallId {
-    pub fn random() -> Self {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
-        Self(u64::from_le_bytes(bytes))
-    }
-}
-
-impl fmt::Display for CallId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl std::str::FromStr for CallId {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(text, 16).map(CallId)
-    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch: deadlines every replica reads the same way.

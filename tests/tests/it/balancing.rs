@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use testkit::{
-    Service, binary, eventually,
+    Service, eventually,
     hosts::Hosts,
     metric,
-    stack::{start_gateway_in, start_ice_config, start_signaling, static_config},
+    stack::{Launch, static_config},
 };
 
 const ISSUED: &str = "iceconfig_ice_configs_issued_total{api=\"grpc\",auth=\"static\"}";
@@ -29,37 +29,25 @@ async fn ice_config_requests_are_spread_over_every_replica_and_follow_the_name()
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("stunnerd.conf");
     std::fs::write(&config, static_config(3478)).expect("write config");
-    let first = start_ice_config(&config, &[], &[]).await;
-    let config = config.to_str().expect("utf-8");
+    let first = Launch::ice_config(&config).start().await;
     let port = first.addr("grpc").port();
-    let second_addr = format!("127.0.0.2:{port}");
-    let mut second = Service::start(
-        &binary("ice-config"),
-        &[
-            "--grpc-addr",
-            &second_addr,
-            "--http-addr",
-            "127.0.0.2:0",
-            "--stunner-config",
-            config,
-        ],
-        &[],
-    )
-    .await;
-    let signaling = start_signaling(&[], &[]).await;
+    // The same port on another loopback address: a second pod behind the same Service port.
+    let mut second = Launch::ice_config(&config)
+        .set("--grpc-addr", &format!("127.0.0.2:{port}"))
+        .set("--http-addr", "127.0.0.2:0")
+        .start()
+        .await;
+    let signaling = Launch::signaling().start().await;
     let hosts = Hosts::new(&[
         ("127.0.0.1", "ice-config-grpc"),
         ("127.0.0.2", "ice-config-grpc"),
     ]);
     let ice_url = format!("http://ice-config-grpc:{port}");
-    let gateway = start_gateway_in(
-        Some(&hosts),
-        &[],
-        &ice_url,
-        &signaling.url("grpc", ""),
-        &["--ice-config-resolve-interval", "100ms"],
-    )
-    .await;
+    let gateway = Launch::gateway(&ice_url, &signaling.url("grpc", ""))
+        .args(["--ice-config-resolve-interval", "100ms"])
+        .hosts(&hosts)
+        .start()
+        .await;
     let ws = format!("ws://{}/one2one", gateway.addr("http"));
 
     let mut browsers = Vec::new();
@@ -101,17 +89,13 @@ async fn ice_config_requests_are_spread_over_every_replica_and_follow_the_name()
 
 #[tokio::test]
 async fn a_name_that_resolves_to_nothing_refuses_registrations_in_bounded_time() {
-    let signaling = start_signaling(&[], &[]).await;
+    let signaling = Launch::signaling().start().await;
     // No address for the name, as when a headless Service has no ready pod yet.
     let hosts = Hosts::new(&[]);
-    let gateway = start_gateway_in(
-        Some(&hosts),
-        &[],
-        "http://ice-config-grpc:50051",
-        &signaling.url("grpc", ""),
-        &[],
-    )
-    .await;
+    let gateway = Launch::gateway("http://ice-config-grpc:50051", &signaling.url("grpc", ""))
+        .hosts(&hosts)
+        .start()
+        .await;
     let mut browser =
         testkit::Browser::connect(&format!("ws://{}/one2one", gateway.addr("http"))).await;
     let reply = tokio::time::timeout(Duration::from_secs(15), browser.register("alice"))

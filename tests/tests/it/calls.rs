@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use testkit::{
     Browser, Stack,
-    stack::{Flags, static_config},
+    stack::{Flags, Launch, static_config},
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -413,11 +413,10 @@ async fn without_ice_config_registration_is_refused_and_reserves_nothing() {
     );
 
     // A second gateway on the same signaling, with a working ice-config, can take the name.
-    let config = stack.dir.path().join("stunnerd.conf");
-    let ice = testkit::stack::start_ice_config(&config, &[], &[]).await;
-    let gateway =
-        testkit::stack::start_gateway(&ice.url("grpc", ""), &stack.signaling.url("grpc", ""), &[])
-            .await;
+    let ice = Launch::ice_config(&stack.config()).start().await;
+    let gateway = Launch::gateway(&ice.url("grpc", ""), &stack.signaling.url("grpc", ""))
+        .start()
+        .await;
     let mut other = Browser::connect(&format!("ws://{}/one2one", gateway.addr("http"))).await;
     other.register_ok("alice").await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use testkit::{
     eventually,
     grpc::{connect, health, reflected_services},
-    stack::{start_ice_config, start_signaling},
+    stack::Launch,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -28,13 +28,26 @@ fn listed(service: &str) -> Vec<String> {
     names
 }
 
+#[test]
+fn every_flag_of_every_service_reads_its_environment_variable() {
+    use clap::CommandFactory;
+    // Kubernetes sets env, people set flags: every flag must have both.
+    for command in [
+        ice_config::cli::Args::command(),
+        signaling::cli::Args::command(),
+        gateway::cli::Args::command(),
+    ] {
+        svc_common::args::assert_every_flag_reads_env(&command);
+    }
+}
+
 #[tokio::test]
 async fn each_grpc_port_lists_exactly_what_it_serves() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("stunnerd.conf");
     std::fs::write(&config, testkit::stack::static_config(3478)).expect("config");
-    let ice = start_ice_config(&config, &[], &[]).await;
-    let signaling = start_signaling(&[], &[]).await;
+    let ice = Launch::ice_config(&config).start().await;
+    let signaling = Launch::signaling().start().await;
 
     for (process, service, other) in [
         (
@@ -66,7 +79,10 @@ async fn each_grpc_port_lists_exactly_what_it_serves() {
 
 #[tokio::test]
 async fn signaling_reports_not_serving_while_it_drains() {
-    let mut signaling = start_signaling(&["--shutdown-grace", "5s"], &[]).await;
+    let mut signaling = Launch::signaling()
+        .args(["--shutdown-grace", "5s"])
+        .start()
+        .await;
     let channel = connect(signaling.addr("grpc")).await;
     let service = "signaling.v1.SignalingService";
     assert_eq!(

@@ -345,7 +345,10 @@ async fn log_lines_inside_a_span_carry_its_trace_id() {
         if json {
             env.push(("LOG_FORMAT", "json"));
         }
-        let service = testkit::stack::start_ice_config(&config, &[], &env).await;
+        let service = testkit::stack::Launch::ice_config(&config)
+            .env(env.iter().copied())
+            .start()
+            .await;
         let mut client = IceConfigServiceClient::connect(service.url("grpc", ""))
             .await
             .expect("connect");

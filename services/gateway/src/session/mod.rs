@@ -10,11 +10,12 @@
 
 pub mod calltrace;
 pub mod ratelimit;
+mod socket;
 pub mod translate;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use axum::extract::ws::{Message, WebSocket, close_code};
 use stunner_proto::signaling::v1::{self as pb, gateway_message::Body as Up};
 use svc_common::telemetry::TRACEPARENT;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
@@ -30,6 +31,7 @@ use crate::{
 };
 use calltrace::CallTrace;
 use ratelimit::TokenBucket;
+use socket::{closing_handshake, send, too_big, write};
 use translate::{Downward, Upward, downward, error, register_refused, registered, up, upward};
 
 /// The close reason for a browser that stopped answering pings.
@@ -37,10 +39,6 @@ const NO_PONG: &str = "no pong";
 /// The close reason for a browser that does not read what it is sent.
 const TOO_SLOW: &str = "too slow reading messages";
 
-/// How long the server waits for a browser to finish the closing handshake.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
-/// How long one write to a browser may take before the browser is taken for stuck.
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// When a credential refresh fails, the next try.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
@@ -408,15 +406,6 @@ async fn until(at: Option<Instant>) {
     }
 }
 
-/// Whether a socket error is a frame over the size limit.
-fn too_big(error: axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::{Error, error::CapacityError};
-    matches!(
-        error.into_inner().downcast::<Error>().map(|e| *e),
-        Ok(Error::Capacity(CapacityError::MessageTooLong { .. }))
-    )
-}
-
 /// Why the server ended a session, as a close code and reason.
 fn ended(handle: &SessionHandle) -> (u16, &'static str) {
     match handle.reason() {
@@ -426,48 +415,4 @@ fn ended(handle: &SessionHandle) -> (u16, &'static str) {
             "signaling unavailable; reconnect and resume",
         ),
     }
-}
-
-/// Writes replies; `Err` with how to close when the socket is gone or stuck.
-async fn send(
-    socket: &mut WebSocket,
-    metrics: &Metrics,
-    replies: impl IntoIterator<Item = ServerMessage>,
-) -> Result<(), Close> {
-    for reply in replies {
-        metrics.reply(&reply);
-        write(socket, Message::Text(reply.encode().into())).await?;
-    }
-    Ok(())
-}
-
-/// One write, under the write deadline: a browser that does not take it in time is closed as
-/// too slow (and its name enters the grace period as for any disconnect).
-async fn write(socket: &mut WebSocket, message: Message) -> Result<(), Close> {
-    match tokio::time::timeout(WRITE_DEADLINE, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(None),
-        Err(_) => Err(Some((close_code::POLICY, TOO_SLOW))),
-    }
-}
-
-/// Sends the close, then reads until the browser's own close, so unread input does not turn
-/// the close into a TCP reset that loses the frame. Bounded: a browser that never reads must
-/// not hold the task. A browser that stopped answering pings is gone: nobody will answer.
-async fn closing_handshake(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let gone = code == close_code::POLICY && reason == NO_PONG;
-    let handshake = async {
-        socket.send(Message::Close(Some(frame))).await.ok()?;
-        while !gone && let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-        Some(())
-    };
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, handshake).await;
 }

@@ -18,7 +18,41 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 use tokio_util::sync::CancellationToken;
 
-use super::objects::{Objects, Parsed};
+use super::objects::{ObjectError, Objects, Parsed};
+
+/// Why a session with the config discovery service ended.
+#[derive(Debug, thiserror::Error)]
+enum CdsError {
+    #[error("GET {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: HTTP {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: not a config list: {source}")]
+    Listing {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("watch {url}: handshake timed out")]
+    HandshakeTimeout { url: String },
+    #[error("watch {url}: {source}")]
+    Watch {
+        url: String,
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    #[error("watch {url}: no pong within {within:?}")]
+    NoPong { url: String, within: Duration },
+    #[error("watch {url}: closed by the server")]
+    Closed { url: String },
+}
 use crate::{
     store::{ConfigStore, SourceSink},
     stunner_config::{self, Auth, StunnerConfig},
@@ -65,9 +99,9 @@ pub struct CdsSource {
 enum SessionEnd {
     Stopped,
     /// The listing worked, then the watch failed: retry from the first delay.
-    WatchLost(String),
+    WatchLost(CdsError),
     /// Nothing worked: back off further.
-    Failed(String),
+    Failed(CdsError),
 }
 
 #[derive(Deserialize)]
@@ -110,7 +144,7 @@ impl CdsSource {
                 SessionEnd::Failed(problem) => problem,
             };
             tracing::warn!(source = self.sink.source(), %problem, retry_in = ?delay, "config discovery unavailable");
-            self.sink.failed(problem);
+            self.sink.failed(problem.to_string());
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = sleep(delay) => {}
@@ -135,22 +169,22 @@ impl CdsSource {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(String, Parsed)>, String> {
-        let url = &self.configs_url;
+    async fn list(&self) -> Result<Vec<(String, Parsed)>, CdsError> {
+        let url = || self.configs_url.clone();
         let response = self
             .http
-            .get(url)
+            .get(&self.configs_url)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|source| CdsError::Request { url: url(), source })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("GET {url}: HTTP {status}"));
+            return Err(CdsError::Status { url: url(), status });
         }
         let listing: Listing = response
             .json()
             .await
-            .map_err(|e| format!("GET {url}: not a config list: {e}"))?;
+            .map_err(|source| CdsError::Listing { url: url(), source })?;
         let mut configs = Vec::new();
         for item in listing.items {
             let Some(name) = admin_name(&item) else {
@@ -171,16 +205,20 @@ impl CdsSource {
         &self,
         objects: &mut Objects,
         shutdown: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), CdsError> {
         let url = format!(
             "{}?watch=true",
             self.configs_url.replacen("http://", "ws://", 1)
         );
+        let failed = |source| CdsError::Watch {
+            url: url.clone(),
+            source,
+        };
         let (mut socket, _) =
             tokio::time::timeout(self.timing.request_timeout, connect_async(&url))
                 .await
-                .map_err(|_| format!("watch {url}: handshake timed out"))?
-                .map_err(|e| format!("watch {url}: {e}"))?;
+                .map_err(|_| CdsError::HandshakeTimeout { url: url.clone() })?
+                .map_err(failed)?;
         tracing::info!(
             source = self.sink.source(),
             "config discovery watch connected"
@@ -198,12 +236,12 @@ impl CdsSource {
                     socket
                         .send(Message::Ping(Vec::new().into()))
                         .await
-                        .map_err(|e| format!("watch {url}: {e}"))?;
+                        .map_err(failed)?;
                     next_ping += self.timing.ping_every;
                     pong_due.get_or_insert(Instant::now() + self.timing.pong_within);
                 }
                 () = sleep_until(pong_due.unwrap_or_else(Instant::now)), if pong_due.is_some() => {
-                    return Err(format!("watch {url}: no pong within {:?}", self.timing.pong_within));
+                    return Err(CdsError::NoPong { url, within: self.timing.pong_within });
                 }
                 frame = socket.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
@@ -211,10 +249,10 @@ impl CdsSource {
                     }
                     Some(Ok(Message::Pong(_))) => pong_due = None,
                     Some(Ok(Message::Close(_))) | None => {
-                        return Err(format!("watch {url}: closed by the server"));
+                        return Err(CdsError::Closed { url });
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(format!("watch {url}: {e}")),
+                    Some(Err(e)) => return Err(failed(e)),
                 }
             }
         }
@@ -246,8 +284,8 @@ enum Update {
     Deleted,
 }
 
-fn parse(text: &str) -> Result<Update, String> {
-    let config = stunner_config::parse(text).map_err(|e| format!("invalid STUNner config: {e}"))?;
+fn parse(text: &str) -> Result<Update, ObjectError> {
+    let config = stunner_config::parse(text)?;
     let zero = config.listeners.is_empty()
         && matches!(&config.auth, Auth::Static { username, .. } if username == ZERO_CONFIG_USERNAME);
     Ok(if zero {

@@ -18,7 +18,7 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::objects::{Objects, Parsed};
+use super::objects::{ObjectError, Objects, Parsed};
 use crate::{
     store::{ConfigStore, SourceSink},
     stunner_config,
@@ -112,8 +112,8 @@ impl KubeSource {
             .data
             .as_ref()
             .and_then(|data| data.get(&self.selection.key))
-            .ok_or_else(|| format!("has no data key {:?}", self.selection.key))?;
-        stunner_config::parse_document(text).map_err(|e| format!("invalid STUNner config: {e}"))
+            .ok_or_else(|| ObjectError::MissingKey(self.selection.key.clone()))?;
+        Ok(stunner_config::parse_document(text)?)
     }
 }
 

@@ -3,10 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use crate::{store::SourceSink, stunner_config::StunnerConfig};
+use crate::{
+    store::SourceSink,
+    stunner_config::{ConfigError, StunnerConfig},
+};
 
 /// What one object parsed to: its configs, or why it is unusable.
-pub type Parsed = Result<Vec<StunnerConfig>, String>;
+pub type Parsed = Result<Vec<StunnerConfig>, ObjectError>;
+
+/// Why one object (a ConfigMap, a CDS config) is unusable.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ObjectError {
+    #[error("invalid STUNner config: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("has no data key {0:?}")]
+    MissingKey(String),
+}
 
 #[derive(Debug, Default)]
 pub struct Objects {
@@ -17,7 +29,7 @@ pub struct Objects {
 struct Entry {
     /// The last good configs; empty when the object has never parsed.
     configs: Vec<StunnerConfig>,
-    problem: Option<String>,
+    problem: Option<ObjectError>,
 }
 
 impl Objects {
@@ -106,16 +118,21 @@ mod tests {
         let mut objects = Objects::default();
         objects.apply("a", Ok(vec![config("a")]));
         objects.apply("b", Ok(vec![config("b")]));
-        objects.apply("a", Err("broken".into()));
+        objects.apply("a", Err(ObjectError::Invalid(ConfigError::Empty)));
         objects.publish(&sink);
         assert_eq!(names(&store), ["a", "b"]);
         assert_eq!(
             store.readiness().problems,
-            ["test: a: broken (serving the last good config)"]
+            [
+                "test: a: invalid STUNner config: the document is empty (serving the last good config)"
+            ]
         );
 
         objects.replace([
-            ("a".to_owned(), Err("still broken".into())),
+            (
+                "a".to_owned(),
+                Err(ObjectError::MissingKey("still broken".into())),
+            ),
             ("c".to_owned(), Ok(vec![config("c")])),
         ]);
         objects.publish(&sink);

@@ -131,7 +131,7 @@ fn key_case_and_auth_aliases() {
             "credentials":{{"username":"u","password":"p","secret":"s"}}}},"listeners":[]}}"#
         );
         let config = parse(&doc).unwrap_or_else(|e| panic!("{kind}: {e}"));
-        assert_eq!(config.auth.kind(), expected, "auth type {kind}");
+        assert_eq!(config.auth.kind().as_str(), expected, "auth type {kind}");
         assert_eq!(config.name, "ns/gw");
     }
 }
@@ -170,7 +170,7 @@ fn defaults() {
     )
     .expect("parses");
     assert_eq!(config.realm, DEFAULT_REALM);
-    assert_eq!(config.auth.kind(), "static");
+    assert_eq!(config.auth.kind(), AuthKind::Static);
     assert_eq!(config.listeners[0].protocol, Protocol::Udp);
     assert_eq!(
         config.listeners[0].endpoint,

@@ -1,0 +1,66 @@
+//! Writing to the browser's socket: every write under a deadline, and the closing handshake.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+
+use super::{Close, NO_PONG, TOO_SLOW};
+use crate::{metrics::Metrics, protocol::ServerMessage};
+
+/// How long the server waits for a browser to finish the closing handshake.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long one write to a browser may take before the browser is taken for stuck.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether a socket error is a frame over the size limit.
+pub fn too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::{Error, error::CapacityError};
+    matches!(
+        error.into_inner().downcast::<Error>().map(|e| *e),
+        Ok(Error::Capacity(CapacityError::MessageTooLong { .. }))
+    )
+}
+
+/// Writes replies; `Err` with how to close when the socket is gone or stuck.
+pub async fn send(
+    socket: &mut WebSocket,
+    metrics: &Metrics,
+    replies: impl IntoIterator<Item = ServerMessage>,
+) -> Result<(), Close> {
+    for reply in replies {
+        metrics.reply(&reply);
+        write(socket, Message::Text(reply.encode().into())).await?;
+    }
+    Ok(())
+}
+
+/// One write, under the write deadline: a browser that does not take it in time is closed as
+/// too slow (and its name enters the grace period as for any disconnect).
+pub async fn write(socket: &mut WebSocket, message: Message) -> Result<(), Close> {
+    match tokio::time::timeout(WRITE_DEADLINE, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some((close_code::POLICY, TOO_SLOW))),
+    }
+}
+
+/// Sends the close, then reads until the browser's own close, so unread input does not turn
+/// the close into a TCP reset that loses the frame. Bounded: a browser that never reads must
+/// not hold the task. A browser that stopped answering pings is gone: nobody will answer.
+pub async fn closing_handshake(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let gone = code == close_code::POLICY && reason == NO_PONG;
+    let handshake = async {
+        socket.send(Message::Close(Some(frame))).await.ok()?;
+        while !gone && let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, handshake).await;
+}

@@ -1,0 +1,348 @@
+//! The call state machine, server-authoritative: who is registered, who is calling whom, and
+//! what each party must be told. Commands and the clock go in, deliveries come out; the state
+//! lives in the [`Directory`] it is handed, and every step changes one record there atomically
+//! with the pure rules of [`crate::record`] (see there why a call is kept as two legs).
+//!
+//! A call rings until the callee answers, then is up until either side stops or goes away.
+//! The caller's ICE candidates are buffered (bounded) in the callee's leg while the call rings,
+//! because the callee has no peer connection before it accepts (the tutorial's page would throw
+//! on them), and are flushed in order right after `startCommunication`.
+//!
+//! A command touches at most two records, one after the other. Between the two another replica
+//! may act; each step checks what it relies on (the holder, the call id), so the loser of a race
+//! sees the winner's outcome: two callers ringing one callee both claim their own leg, then race
+//! for the callee's, and the second is told busy and gives its own leg back.
+
+use std::time::Duration;
+
+use crate::{
+    directory::{Change, Directory, Result, Timer},
+    name::Name,
+    record::{Leg, Reach as Told, Role, UserRecord, token_matches},
+    vocabulary::{
+        CallId, Command, Delivery, Event, GatewayId, Limits, Reason, Request, SessionKey, Timestamp,
+    },
+};
+
+/// A caller's leg outlives its ringing deadline by this much before it is taken for stale (a
+/// call whose callee could not be reached because the store failed half-way).
+const STALE_RINGING: Duration = Duration::from_secs(5);
+
+pub struct Switchboard<D> {
+    directory: D,
+    limits: Limits,
+}
+
+/// Collects deliveries while one command is handled, under the trace of the call at hand.
+#[derive(Default)]
+struct Out {
+    deliveries: Vec<Delivery>,
+    trace: Option<String>,
+}
+
+impl Out {
+    fn send(&mut self, to: SessionKey, event: Event) {
+        let trace = self.trace.clone();
+        self.deliveries.push(Delivery { to, event, trace });
+    }
+
+    fn refuse(
+        &mut self,
+        to: SessionKey,
+        request: Request,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
+        self.send(
+            to,
+            Event::Refused {
+                request,
+                reason,
+                message: message.into(),
+            },
+        );
+    }
+}
+
+/// What to do to a peer's leg when telling it something.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LegChange {
+    Keep,
+    Up,
+    End,
+}
+
+impl<D: Directory> Switchboard<D> {
+    pub fn new(directory: D, limits: Limits) -> Self {
+        Self { directory, limits }
+    }
+
+    pub fn directory(&self) -> &D {
+        &self.directory
+    }
+
+    /// Handles one command from session `from`, which its gateway knows as registered under
+    /// `user` (checked against the store: the holder of that name must be `from`).
+    pub async fn handle(
+        &self,
+        now: Timestamp,
+        from: SessionKey,
+        user: Option<&Name>,
+        command: Command,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = Out::default();
+        match command {
+            Command::Register { name, resume_token } => {
+                self.register(&mut out, now, from, user, &name, resume_token)
+                    .await?;
+            }
+            Command::Call {
+                to,
+                sdp_offer,
+                trace,
+            } => {
+                out.trace.clone_from(&trace);
+                self.call(&mut out, now, from, user, &to, sdp_offer, trace)
+                    .await?;
+            }
+            Command::Answer {
+                from: caller,
+                accept,
+                sdp_answer,
+            } => {
+                self.answer(&mut out, now, from, user, &caller, accept, sdp_answer)
+                    .await?;
+            }
+            Command::Candidate(candidate) => {
+                self.candidate(&mut out, from, user, candidate).await?;
+            }
+            Command::Stop => self.stop(&mut out, from, user).await?,
+            Command::Closed => self.closed(&mut out, now, from, user).await?,
+        }
+        Ok(out.deliveries)
+    }
+
+    /// Fires every timer due at `now`.
+    pub async fn expire(&self, now: Timestamp) -> Result<Vec<Delivery>> {
+        let mut out = Out::default();
+        for timer in self.directory.due(now).await? {
+            out.trace = None;
+            match timer {
+                Timer::Ring { callee, call } => self.ring_timeout(&mut out, &callee, call).await?,
+                Timer::Grace { name, epoch } => self.grace_over(&mut out, &name, epoch).await?,
+            }
+        }
+        Ok(out.deliveries)
+    }
+
+    /// The earliest timer, where the store can tell.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.directory.next_deadline()
+    }
+
+    /// `gateway` went away with its sessions: each of them is gone, as if its socket closed.
+    pub async fn gateway_gone(&self, now: Timestamp, gateway: GatewayId) -> Result<Vec<Delivery>> {
+        let mut out = Out::default();
+        for name in self.directory.tracked(gateway).await? {
+            self.leave(&mut out, now, &name, |holder| holder.gateway == gateway)
+                .await?;
+        }
+        out.deliveries.retain(|d| d.to.gateway != gateway);
+        Ok(out.deliveries)
+    }
+
+    // === helpers ===
+
+    /// `name`'s session leaves, if `is_holder` says it holds the name: its grace period starts
+    /// and its call, if any, ends for the peer. Returns whether it left.
+    async fn leave(
+        &self,
+        out: &mut Out,
+        now: Timestamp,
+        name: &Name,
+        is_holder: impl Fn(SessionKey) -> bool + Send + Sync,
+    ) -> Result<bool> {
+        let gone = self
+            .directory
+            .update(name, |current| match current {
+                Some(record) if record.holder.is_some_and(&is_holder) => {
+                    let mut record = record.clone();
+                    let left = record.leave(now + self.limits.resume_grace);
+                    Change::Put(record, Some(left))
+                }
+                _ => Change::Keep(None),
+            })
+            .await?;
+        let Some((epoch, leg)) = gone else {
+            return Ok(false);
+        };
+        self.left(out, now, name, epoch, leg).await?;
+        Ok(true)
+    }
+
+    /// `name` went away (disconnect `epoch`): its grace period starts and its call, if any,
+    /// ends for the peer.
+    async fn left(
+        &self,
+        out: &mut Out,
+        now: Timestamp,
+        name: &Name,
+        epoch: u64,
+        leg: Option<Leg>,
+    ) -> Result<()> {
+        let timer = Timer::Grace {
+            name: name.clone(),
+            epoch,
+        };
+        self.directory
+            .schedule(now + self.limits.resume_grace, timer)
+            .await?;
+        if let Some(leg) = leg {
+            self.end_peer_leg(out, name, &leg, Reason::PeerDisconnected, DISCONNECTED)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the peer's side of `me`'s call `leg`, telling it why under the call's trace.
+    async fn end_peer_leg(
+        &self,
+        out: &mut Out,
+        me: &Name,
+        leg: &Leg,
+        reason: Reason,
+        message: &str,
+    ) -> Result<()> {
+        let outer = std::mem::replace(&mut out.trace, leg.trace.clone());
+        if leg.ringing() {
+            let callee = if leg.role == Role::Callee {
+                me
+            } else {
+                &leg.peer
+            };
+            let timer = Timer::Ring {
+                callee: callee.clone(),
+                call: leg.id,
+            };
+            self.directory.cancel(&timer).await?;
+        }
+        let event = stop_event(reason, message, leg.id);
+        self.tell(out, &leg.peer, leg.id, LegChange::End, event)
+            .await?;
+        out.trace = outer;
+        Ok(())
+    }
+
+    /// Applies `change` to `name`'s leg of call `id` and tells them `event`: at their live
+    /// session, or kept for when they are back. `None` when they are no longer in that call.
+    async fn tell(
+        &self,
+        out: &mut Out,
+        name: &Name,
+        id: CallId,
+        change: LegChange,
+        event: Event,
+    ) -> Result<Option<Told>> {
+        let told = self
+            .directory
+            .update(name, |current| match current {
+                Some(record) if record.leg(id).is_some() => {
+                    deliver_or_hold(record, change, id, || event.clone()).map(Some)
+                }
+                _ => Change::Keep(None),
+            })
+            .await?;
+        if let Some(Told::Live(to)) = told {
+            out.send(to, event);
+        }
+        Ok(told)
+    }
+
+    /// Takes `name` out of call `id`, if it is still in it.
+    async fn drop_leg(&self, name: &Name, id: CallId) -> Result<()> {
+        self.directory
+            .update(name, |current| match current {
+                Some(record) if record.leg(id).is_some() => {
+                    let mut record = record.clone();
+                    record.call = None;
+                    Change::Put(record, ())
+                }
+                _ => Change::Keep(()),
+            })
+            .await
+    }
+}
+
+impl<T> Change<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Change<U> {
+        match self {
+            Change::Keep(value) => Change::Keep(f(value)),
+            Change::Put(record, value) => Change::Put(record, f(value)),
+            Change::Delete(value) => Change::Delete(f(value)),
+        }
+    }
+}
+
+/// The record change that tells a user in call `id` something: `change` applied to its leg,
+/// and the event held for it if it is away.
+fn deliver_or_hold(
+    record: &UserRecord,
+    change: LegChange,
+    id: CallId,
+    event: impl FnOnce() -> Event,
+) -> Change<Told> {
+    if change == LegChange::Keep
+        && let Some(holder) = record.holder
+    {
+        // The common case (a candidate during a call): nothing to write.
+        return Change::Keep(Told::Live(holder));
+    }
+    let mut record = record.clone();
+    match change {
+        LegChange::Keep => {}
+        LegChange::Up => {
+            if let Some(leg) = record.call.as_mut().filter(|leg| leg.id == id) {
+                leg.ringing_until = None;
+            }
+        }
+        LegChange::End => record.call = None,
+    }
+    let told = record.reach(event);
+    Change::Put(record, told)
+}
+
+/// Whether `record` is in a call at `now` (a caller's leg left ringing past its deadline by a
+/// half-failed call is not).
+fn in_call(record: &UserRecord, now: Timestamp) -> bool {
+    record.call.as_ref().is_some_and(|leg| {
+        leg.role == Role::Callee
+            || leg
+                .ringing_until
+                .is_none_or(|until| now < until + STALE_RINGING)
+    })
+}
+
+const DISCONNECTED: &str = "remote user disconnected";
+const HUNG_UP: &str = "remote user hanged out";
+
+fn refused(request: Request, reason: Reason, message: &str) -> Event {
+    Event::Refused {
+        request,
+        reason,
+        message: message.to_owned(),
+    }
+}
+
+fn stop_event(reason: Reason, message: &str, call: CallId) -> Event {
+    Event::StopCommunication {
+        reason,
+        message: message.to_owned(),
+        call,
+    }
+}
+
+mod calls;
+mod presence;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! What the manifests promise without running anything: strict schema validation, the pod
+//! standards, production's scaling and budgets, and an image for every command they run.
+
+use std::process::Command;
+
+use testkit::binary;
+
+use super::objects::*;
+
+#[test]
+fn every_overlay_renders_and_its_builtin_objects_validate_strictly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for overlay in OVERLAYS {
+        let file = dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&file, render(overlay)).expect("write");
+        // As a module of the test tools' virtualenv (scripts/test.sh makes it), whatever is on
+        // PATH.
+        let output = Command::new(testkit::test_python())
+            .args([
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "--kubernetes-version",
+                KUBERNETES_VERSION,
+            ])
+            .arg(&file)
+            .output()
+            .expect("python3 is installed");
+        assert!(
+            !String::from_utf8_lossy(&output.stderr)
+                .contains("No module named kubernetes_validate"),
+            "kubernetes-validate is not installed (bash scripts/test.sh puts it in target/test-venv)"
+        );
+        let report = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{overlay}: {report}");
+        for line in report.lines() {
+            assert!(!line.starts_with("ERROR"), "{overlay}: {line}");
+            if line.starts_with("WARN") {
+                assert!(
+                    CUSTOM_KINDS
+                        .iter()
+                        .any(|k| line.contains(&format!("kind {k} "))),
+                    "{overlay}: only custom resources may go unchecked: {line}"
+                );
+            }
+        }
+        let validated = report
+            .lines()
+            .filter(|l| l.starts_with("INFO") && l.contains(" passed for resource "))
+            .count();
+        let builtin = objects(overlay)
+            .iter()
+            .filter(|o| !CUSTOM_KINDS.contains(&kind(o)))
+            .count();
+        assert_eq!(
+            validated, builtin,
+            "{overlay}: every built-in object was validated:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn every_deployment_meets_the_pod_standards() {
+    for overlay in OVERLAYS {
+        let objects = objects(overlay);
+        for deployment in of_kind(&objects, "Deployment") {
+            let id = format!("{overlay}/{}", name(deployment));
+            let pod = &deployment["spec"]["template"]["spec"];
+            assert_eq!(
+                pod["securityContext"]["runAsNonRoot"].as_bool(),
+                Some(true),
+                "{id}"
+            );
+            for container in pod["containers"].as_sequence().expect("containers") {
+                let security = &container["securityContext"];
+                assert_eq!(
+                    security["readOnlyRootFilesystem"].as_bool(),
+                    Some(true),
+                    "{id}"
+                );
+                assert_eq!(
+                    security["allowPrivilegeEscalation"].as_bool(),
+                    Some(false),
+                    "{id}"
+                );
+                assert_eq!(str_list(&security["capabilities"]["drop"]), ["ALL"], "{id}");
+                for bound in ["requests", "limits"] {
+                    for resource in ["cpu", "memory"] {
+                        assert!(
+                            !container["resources"][bound][resource].is_null(),
+                            "{id}: {bound}.{resource}"
+                        );
+                    }
+                }
+                for probe in ["livenessProbe", "readinessProbe"] {
+                    assert!(container[probe].is_mapping(), "{id}: {probe}");
+                }
+                // A gRPC port is probed over gRPC health.
+                let grpc_ports: Vec<u16> = container["ports"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["name"].as_str() == Some("grpc"))
+                    .map(|p| port(container, &p["containerPort"]))
+                    .collect();
+                for grpc in grpc_ports {
+                    for probe in ["livenessProbe", "readinessProbe"] {
+                        let probed = &container[probe]["grpc"]["port"];
+                        assert_eq!(
+                            probed.as_u64(),
+                            Some(u64::from(grpc)),
+                            "{id}: {probe} is a gRPC health probe"
+                        );
+                    }
+                }
+            }
+            if SERVICES.contains(&name(deployment)) {
+                let container = container(deployment);
+                let grace = pod["terminationGracePeriodSeconds"]
+                    .as_u64()
+                    .expect("a grace period");
+                let drain =
+                    seconds(env_value(container, "SHUTDOWN_GRACE").expect("SHUTDOWN_GRACE"));
+                let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+                    .as_u64()
+                    .unwrap_or(0);
+                assert!(
+                    grace > pre_stop + drain,
+                    "{id}: grace {grace}s <= preStop {pre_stop}s + drain {drain}s"
+                );
+                // Only ice-config, reading ConfigMaps, may talk to the API server.
+                let automount = pod["automountServiceAccountToken"].as_bool();
+                let needs_api = *overlay == "legacy-configmap" && name(deployment) == "ice-config";
+                assert_eq!(
+                    automount,
+                    Some(needs_api),
+                    "{id}: automountServiceAccountToken"
+                );
+            }
+        }
+        for role in of_kind(&objects, "Role").chain(of_kind(&objects, "ClusterRole")) {
+            for rule in role["rules"].as_sequence().expect("rules") {
+                assert_eq!(
+                    str_list(&rule["resources"]),
+                    ["configmaps"],
+                    "{overlay}: {rule:?}"
+                );
+                for verb in str_list(&rule["verbs"]) {
+                    assert!(
+                        ["get", "list", "watch"].contains(&verb.as_str()),
+                        "{overlay}: {verb}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn production_scales_spreads_and_protects_the_stateless_services() {
+    let objects = objects("production");
+    for service in ["ice-config", "gateway"] {
+        let deployment = deployment(&objects, service);
+        assert!(
+            deployment["spec"]["replicas"].as_u64() >= Some(2),
+            "{service} replicas"
+        );
+        let spread = &deployment["spec"]["template"]["spec"]["topologySpreadConstraints"];
+        let keys: Vec<&str> = spread
+            .as_sequence()
+            .expect("topology spread")
+            .iter()
+            .filter_map(|c| c["topologyKey"].as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["topology.kubernetes.io/zone", "kubernetes.io/hostname"],
+            "{service}"
+        );
+        let hpa = of_kind(&objects, "HorizontalPodAutoscaler")
+            .find(|h| h["spec"]["scaleTargetRef"]["name"].as_str() == Some(service))
+            .unwrap_or_else(|| panic!("no HPA for {service}"));
+        assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(2));
+        let pdb = of_kind(&objects, "PodDisruptionBudget")
+            .find(|p| {
+                p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                    == Some(service)
+            })
+            .unwrap_or_else(|| panic!("no PodDisruptionBudget for {service}"));
+        assert_eq!(pdb["spec"]["minAvailable"].as_u64(), Some(1));
+        assert!(env_value(container(deployment), "OTEL_EXPORTER_OTLP_ENDPOINT").is_some());
+    }
+    // The gateway balances over ice-config's pods through the headless Service.
+    let headless = of_kind(&objects, "Service")
+        .find(|s| name(s) == "ice-config-grpc")
+        .expect("headless Service");
+    assert_eq!(headless["spec"]["clusterIP"].as_str(), Some("None"));
+    let url = env_value(container(deployment(&objects, "gateway")), "ICE_CONFIG_URL")
+        .expect("ICE_CONFIG_URL");
+    assert!(url.starts_with("http://ice-config-grpc:"), "{url}");
+}
+
+#[test]
+fn the_dockerfile_builds_what_the_manifests_run() {
+    let stages = dockerfile_stages();
+    for overlay in OVERLAYS {
+        let objects = objects(overlay);
+        for service in SERVICES {
+            let container = container(deployment(&objects, service));
+            let image = container["image"].as_str().expect("image");
+            let target = image
+                .rsplit('/')
+                .next()
+                .and_then(|i| i.split(':').next())
+                .expect("image name");
+            assert_eq!(
+                target, *service,
+                "{overlay}: the image is named after its Dockerfile target"
+            );
+            let copies = stages
+                .get(target)
+                .unwrap_or_else(|| panic!("no Dockerfile target {target}"));
+            let command = str_list(&container["command"]);
+            assert_eq!(
+                command.len(),
+                1,
+                "{overlay}/{service}: the command is the binary"
+            );
+            assert!(
+                copies.iter().any(|(_, dest)| *dest == command[0]),
+                "{overlay}/{service}: {} is not installed by target {target}: {copies:?}",
+                command[0]
+            );
+            if let Some(static_dir) = env_value(container, "STATIC_DIR") {
+                assert!(
+                    copies.contains(&("static".to_owned(), static_dir.to_owned())),
+                    "{overlay}: STATIC_DIR"
+                );
+            }
+        }
+    }
+}
+/// The images' runtime (distroless `cc`) has glibc and libgcc and nothing else: no OpenSSL.
+#[test]
+fn the_binaries_need_only_what_the_runtime_image_has() {
+    const RUNTIME: &[&str] = &[
+        "linux-vdso.so.1",
+        "libgcc_s.so.1",
+        "libm.so.6",
+        "libc.so.6",
+        "ld-linux-x86-64.so.2",
+    ];
+    for service in SERVICES {
+        let output = Command::new("ldd")
+            .arg(binary(service))
+            .output()
+            .expect("ldd");
+        let libraries = String::from_utf8_lossy(&output.stdout).into_owned();
+        for line in libraries.lines() {
+            let library = line.split_whitespace().next().unwrap_or_default();
+            let library = library.rsplit('/').next().unwrap_or_default();
+            assert!(
+                RUNTIME.contains(&library),
+                "{service} needs {library}, which distroless/cc lacks"
+            );
+        }
+    }
+}
