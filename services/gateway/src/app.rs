@@ -10,8 +10,9 @@ use crate::{
     balance,
     http::{self, HttpState, Origins},
     ice::IceClient,
-    link::Link,
+    link::{self, Link},
     metrics::Metrics,
+    resolve,
     session::{SessionLimits, Shared},
     tls,
 };
@@ -22,7 +23,11 @@ pub const SESSION_QUEUE: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub http_addr: SocketAddr,
+    /// One signaling endpoint, several (comma-separated), or a name standing for every
+    /// address it resolves to (a headless Service).
     pub signaling_url: String,
+    /// How often signaling's names are resolved again.
+    pub signaling_resolve_every: Duration,
     pub ice_config_url: String,
     /// How often ice-config's name is resolved again (new and vanished replicas).
     pub ice_config_resolve_every: Duration,
@@ -49,9 +54,6 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     .await?;
     let tasks = runtime.tasks();
 
-    let signaling = Endpoint::from_shared(settings.signaling_url.clone())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
     // Connected lazily: the gateway starts (and reports not ready) without ice-config.
     // Requests are spread over every address its name resolves to.
     let (ice, resolver) = balance::channel(
@@ -65,11 +67,31 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         },
         runtime.stopping(),
     )?;
+    tasks.spawn(resolver);
+    // One stream per signaling replica; a replica that stops answering (a frozen process, a
+    // lost node) is noticed by HTTP/2 keepalive within two seconds.
+    let (replicas, resolver) = resolve::watch(
+        &settings.signaling_url,
+        settings.signaling_resolve_every,
+        runtime.stopping(),
+    )?;
     if let Some(resolver) = resolver {
         tasks.spawn(resolver);
     }
-    let (link, upstream) = Link::new(settings.session_queue);
-    tasks.spawn(link.clone().run(signaling, upstream, runtime.stopping()));
+    let link = Link::new(settings.session_queue);
+    tasks.spawn(link::run(
+        link.clone(),
+        replicas,
+        |endpoint: Endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(1))
+                .keep_alive_while_idle(true)
+        },
+        runtime.stopping(),
+    ));
 
     let sessions = TaskTracker::new();
     let shared = Arc::new(Shared {

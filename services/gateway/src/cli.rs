@@ -25,9 +25,14 @@ pub struct Args {
     #[command(flatten)]
     pub http: HttpArgs,
 
-    /// The signaling service.
+    /// The signaling replicas: one URL, several comma-separated, or a name whose every address
+    /// is a replica (a headless Service), resolved again every --signaling-resolve-interval.
     #[arg(long, env = "SIGNALING_URL", default_value = "http://127.0.0.1:50052")]
     pub signaling_url: String,
+
+    /// How often SIGNALING_URL's host names are resolved again.
+    #[arg(long, env = "SIGNALING_RESOLVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub signaling_resolve_interval: Duration,
 
     /// The ice-config service.
     #[arg(long, env = "ICE_CONFIG_URL", default_value = "http://127.0.0.1:50051")]
@@ -89,6 +94,7 @@ impl Args {
         Settings {
             http_addr: self.http.http_addr,
             signaling_url: self.signaling_url,
+            signaling_resolve_every: *self.signaling_resolve_interval,
             ice_config_url: self.ice_config_url,
             ice_config_resolve_every: *self.ice_config_resolve_interval,
             static_dir: self.static_dir,

@@ -161,7 +161,7 @@ mod tests {
     /// The router with no signaling and no ice-config behind it: what a request sees before
     /// anything is connected.
     fn router(origins: &[&str]) -> Router {
-        let (link, _upstream) = Link::new(8);
+        let link = Link::new(8);
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         let shared = Arc::new(Shared {
             link,

@@ -11,5 +11,6 @@ pub mod link;
 pub mod metrics;
 pub mod protocol;
 pub mod reason;
+pub mod resolve;
 pub mod session;
 pub mod tls;

@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         grpc_addr: loopback,
         http_addr: loopback,
         limits: Default::default(),
+        redis: None,
         shutdown_grace: grace,
     })
     .await?;
@@ -77,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let gateway = gateway::app::build(gateway::app::Settings {
         http_addr: args.http_addr,
         signaling_url: url(&signaling),
+        signaling_resolve_every: Duration::from_secs(5),
         ice_config_url: url(&ice),
         ice_config_resolve_every: Duration::from_secs(5),
         static_dir: args.static_dir,

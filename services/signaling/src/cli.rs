@@ -9,6 +9,7 @@ use svc_common::{
 
 use crate::{
     app::{self, Settings},
+    directory::StoreUrl,
     vocabulary::Limits,
 };
 
@@ -35,6 +36,13 @@ pub struct Args {
     #[arg(long, env = "RESUME_GRACE", default_value_t = Limits::default().resume_grace.into(), value_parser = parse_duration)]
     pub resume_grace: Duration,
 
+    /// The store several replicas share: `redis://[:password@]host:6379[/db]`,
+    /// `redis+sentinel://[:password@]host:26379[,host:26379]/<master>[/db]` or
+    /// `redis+cluster://[:password@]host:6379[,host:6379]`. Without it, names and calls live
+    /// in this process (one replica).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<StoreUrl>,
+
     /// Candidates buffered per call until the callee can take them.
     #[arg(long, env = "MAX_BUFFERED_CANDIDATES", default_value_t = Limits::default().max_buffered_candidates)]
     pub max_buffered_candidates: usize,
@@ -58,6 +66,7 @@ impl Args {
                 resume_grace: *self.resume_grace,
                 max_buffered_candidates: self.max_buffered_candidates,
             },
+            redis: self.redis_url,
             shutdown_grace: *self.drain.shutdown_grace,
         }
     }

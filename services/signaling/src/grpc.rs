@@ -2,7 +2,12 @@
 //! commands are handled one after the other, in the order the gateway sent them; different
 //! sessions' commands run concurrently (a store round trip for one does not hold the others).
 
-use std::{collections::HashMap, collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures_util::{FutureExt, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use stunner_proto::signaling::v1::{
@@ -12,16 +17,16 @@ use stunner_proto::signaling::v1::{
     signaling_service_server::{SignalingService, SignalingServiceServer},
 };
 use svc_common::telemetry::TRACEPARENT;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     directory::{Directory, Inbound, InboxSink},
-    hub::{Hub, SEEN_EVERY},
+    hub::{Hub, SEEN_EVERY, StreamGuard},
     name::Name,
-    vocabulary::{Command, Event, GatewayId, Reason, Request as Req, SessionKey},
+    vocabulary::{CallState, Command, Event, GatewayId, Reason, Request as Req, Role, SessionKey},
 };
 
 /// Deliveries a gateway stream may fall behind by before it is cut (rather than growing memory
@@ -58,6 +63,11 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
         &self,
         request: Request<Streaming<pb::GatewayMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        if self.hub.draining() {
+            return Err(Status::unavailable(
+                "this signaling replica is shutting down; attach to another",
+            ));
+        }
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let gateway = match inbound.message().await? {
@@ -76,62 +86,145 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
                 ));
             }
         };
+        let epoch = self.hub.epoch();
         tracing::info!(%gateway, ?peer, "gateway attached");
-        let (sink, deliveries) = mpsc::channel(GATEWAY_QUEUE);
+        let (deliveries_tx, deliveries) = mpsc::channel(GATEWAY_QUEUE);
+        let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         let cut = CancellationToken::new();
-        self.hub
-            .subscribe(
-                gateway,
-                None,
-                InboxSink {
-                    sink,
-                    cut: cut.clone(),
-                },
-            )
-            .await;
+        // A fresh channel has room.
+        let _ = control_tx.try_send(self.hub.welcome(&epoch.borrow()));
         self.hub.seen(gateway).await;
         let reader = Reader {
+            _attached: self.hub.stream_attached(),
             hub: self.hub.clone(),
             gateway,
             stop: self.stop.clone(),
             cut: cut.clone(),
+            deliveries: deliveries_tx,
+            control: control_tx,
+            epoch,
+            subscription: None,
+            acks: Acks::default(),
         };
         self.tasks.spawn(reader.run(inbound));
-        let outbound = ReceiverStream::new(deliveries)
-            .map(|inbound| Ok(session_message(inbound)))
+        let deliveries = ReceiverStream::new(deliveries).map(session_message);
+        let outbound = futures_util::stream::select(deliveries, ReceiverStream::new(control))
+            .map(Ok)
             .take_until(cut.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
 }
 
+/// Control messages (welcome, acknowledgements, draining) a stream may fall behind by.
+const CONTROL_QUEUE: usize = 256;
+/// How often the reader of a gateway's inbox renews its keys' leases (well within them).
+const RENEW_EVERY: Duration = Duration::from_secs(15 * 60);
+/// How often acknowledgements are sent while commands are in flight (at once when none is).
+const ACK_EVERY: Duration = Duration::from_millis(20);
+
 /// Reads one gateway stream until it ends.
-struct Reader<D> {
+struct Reader<D: Directory> {
+    /// Counts this stream as attached while it is read.
+    _attached: StreamGuard<D>,
     hub: Arc<Hub<D>>,
     gateway: GatewayId,
     stop: CancellationToken,
     /// Ends the outbound side too.
     cut: CancellationToken,
+    /// Where this stream's deliveries go, once the gateway subscribes it.
+    deliveries: mpsc::Sender<Inbound>,
+    control: mpsc::Sender<pb::SessionMessage>,
+    /// The store's epoch, told to the gateway whenever it changes.
+    epoch: watch::Receiver<String>,
+    /// Cut when the gateway's inbox is read elsewhere.
+    subscription: Option<CancellationToken>,
+    acks: Acks,
+}
+
+/// Which of a stream's numbered messages are handled, for cumulative acknowledgements.
+#[derive(Default)]
+struct Acks {
+    /// Taken in and not finished yet.
+    open: BTreeSet<u64>,
+    /// The highest number taken in.
+    seen: u64,
+    /// The highest number acknowledged.
+    sent: u64,
+}
+
+impl Acks {
+    fn taken(&mut self, seq: u64) {
+        if seq > 0 {
+            self.open.insert(seq);
+            self.seen = self.seen.max(seq);
+        }
+    }
+
+    fn finished(&mut self, seq: u64) {
+        self.open.remove(&seq);
+    }
+
+    /// Everything up to this is handled.
+    fn upto(&self) -> u64 {
+        self.open.first().map_or(self.seen, |first| first - 1)
+    }
+
+    /// The acknowledgement to send now, if any: at once when nothing is in flight, otherwise
+    /// only when `due`.
+    fn due(&mut self, due: bool) -> Option<u64> {
+        let upto = self.upto();
+        (upto > self.sent && (due || self.open.is_empty())).then(|| {
+            self.sent = upto;
+            upto
+        })
+    }
 }
 
 /// One command, in its session's queue.
 struct Job {
+    seq: u64,
     user: Option<Name>,
     command: Command,
     span: tracing::Span,
 }
 
 impl<D: Directory> Reader<D> {
-    async fn run(self, mut inbound: Streaming<pb::GatewayMessage>) {
+    async fn run(mut self, mut inbound: Streaming<pb::GatewayMessage>) {
         let mut queues: HashMap<u64, VecDeque<Job>> = HashMap::new();
-        let mut running: FuturesUnordered<BoxFuture<'static, u64>> = FuturesUnordered::new();
+        let mut running: FuturesUnordered<BoxFuture<'static, (u64, u64)>> = FuturesUnordered::new();
         let mut alive = tokio::time::interval(SEEN_EVERY);
         alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut acks = tokio::time::interval(ACK_EVERY);
+        acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let draining = self.hub.draining_token();
+        let mut told_draining = false;
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut ack_due = false;
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 () = self.cut.cancelled() => break,
+                () = draining.cancelled(), if !told_draining => {
+                    told_draining = true;
+                    self.tell(pb::session_message::Body::Draining(pb::Draining {}));
+                }
+                changed = self.epoch.changed() => {
+                    if changed.is_ok() {
+                        let welcome = self.hub.welcome(&self.epoch.borrow_and_update());
+                        let _ = self.control.try_send(welcome);
+                    }
+                }
                 _ = alive.tick() => self.hub.seen(self.gateway).await,
-                Some(session) = running.next() => {
+                _ = renew.tick(), if self.subscription.is_some() => {
+                    // The reader of a gateway's inbox keeps its keys alive.
+                    if let Err(error) = self.hub.directory().renew(self.gateway).await {
+                        tracing::warn!(gateway = %self.gateway, %error, "cannot renew the gateway's leases");
+                    }
+                }
+                _ = acks.tick() => ack_due = true,
+                Some((session, seq)) = running.next() => {
+                    self.acks.finished(seq);
                     // That session's command is done: start its next one, if any.
                     let next = queues.get_mut(&session).and_then(VecDeque::pop_front);
                     match next {
@@ -142,16 +235,18 @@ impl<D: Directory> Reader<D> {
                 message = inbound.message(), if running.len() < IN_FLIGHT => match message {
                     Ok(Some(message)) => {
                         let session = message.session_id;
-                        let Some(job) = job(message) else {
-                            tracing::warn!(gateway = %self.gateway, session, "gateway message without a command");
-                            continue;
-                        };
-                        match queues.get_mut(&session) {
-                            Some(queue) => queue.push_back(job),
-                            None => {
-                                queues.insert(session, VecDeque::new());
-                                running.push(self.start(session, job));
+                        match self.take(message).await {
+                            Some(job) => {
+                                self.acks.taken(job.seq);
+                                match queues.get_mut(&session) {
+                                    Some(queue) => queue.push_back(job),
+                                    None => {
+                                        queues.insert(session, VecDeque::new());
+                                        running.push(self.start(session, job));
+                                    }
+                                }
                             }
+                            None => continue,
                         }
                     }
                     Ok(None) => break,
@@ -161,10 +256,15 @@ impl<D: Directory> Reader<D> {
                     }
                 },
             }
+            if let Some(upto) = self.acks.due(ack_due) {
+                self.tell(pb::session_message::Body::Processed(pb::Processed {
+                    seq: upto,
+                }));
+            }
         }
         // What was already taken in is finished, so no session's command is half done.
         let finish = async {
-            while let Some(session) = running.next().await {
+            while let Some((session, _)) = running.next().await {
                 if let Some(job) = queues.get_mut(&session).and_then(VecDeque::pop_front) {
                     running.push(self.start(session, job));
                 }
@@ -176,24 +276,70 @@ impl<D: Directory> Reader<D> {
         {
             tracing::warn!(gateway = %self.gateway, "commands still running after the stream ended");
         }
+        if let Some(subscription) = self.subscription.take() {
+            subscription.cancel();
+        }
         self.cut.cancel();
         tracing::info!(gateway = %self.gateway, "gateway detached");
     }
 
-    fn start(&self, session: u64, job: Job) -> BoxFuture<'static, u64> {
+    /// A message from the gateway: a command for a session, or about the stream itself.
+    async fn take(&mut self, message: pb::GatewayMessage) -> Option<Job> {
+        match &message.body {
+            Some(In::Subscribe(subscribe)) => {
+                self.subscribe(&subscribe.from).await;
+                None
+            }
+            Some(In::Hello(_)) | None => {
+                tracing::warn!(gateway = %self.gateway, session = message.session_id, "gateway message without a command");
+                None
+            }
+            Some(_) => job(message),
+        }
+    }
+
+    /// This stream carries the gateway's deliveries from now on, from position `from`.
+    async fn subscribe(&mut self, from: &str) {
+        if let Some(old) = self.subscription.take() {
+            old.cancel();
+        }
+        let subscription = self.cut.child_token();
+        self.subscription = Some(subscription.clone());
+        let inbox = InboxSink {
+            sink: self.deliveries.clone(),
+            cut: subscription,
+            overflow: self.cut.clone(),
+        };
+        let from = (!from.is_empty()).then(|| from.to_owned());
+        self.hub.subscribe(self.gateway, from, inbox).await;
+    }
+
+    fn tell(&self, body: pb::session_message::Body) {
+        let message = pb::SessionMessage {
+            body: Some(body),
+            ..Default::default()
+        };
+        if self.control.try_send(message).is_err() {
+            tracing::warn!(gateway = %self.gateway, "gateway not reading its stream; cutting it");
+            self.cut.cancel();
+        }
+    }
+
+    fn start(&self, session: u64, job: Job) -> BoxFuture<'static, (u64, u64)> {
         let hub = self.hub.clone();
         let from = SessionKey {
             gateway: self.gateway,
             session,
         };
         let Job {
+            seq,
             user,
             command,
             span,
         } = job;
         async move {
             tracing::Instrument::instrument(hub.handle(from, user, command), span).await;
-            session
+            (session, seq)
         }
         .boxed()
     }
@@ -206,6 +352,7 @@ fn job(message: pb::GatewayMessage) -> Option<Job> {
         body,
         trace_context,
         user,
+        seq,
         ..
     } = message;
     let incoming = trace_context.get(TRACEPARENT);
@@ -228,6 +375,8 @@ fn job(message: pb::GatewayMessage) -> Option<Job> {
         In::Register(r) => Command::Register {
             name: r.name,
             resume_token: (!r.resume_token.is_empty()).then_some(r.resume_token),
+            rejoin: r.rejoin_call_id.parse().ok(),
+            reassert: r.reassert.then(|| r.call.and_then(call_state)),
         },
         In::Call(c) => Command::Call {
             to: c.to,
@@ -242,12 +391,28 @@ fn job(message: pb::GatewayMessage) -> Option<Job> {
         In::Candidate(c) => Command::Candidate(c.candidate_json),
         In::Stop(_) => Command::Stop,
         In::Closed(_) => Command::Closed,
-        In::Hello(_) => return None,
+        In::Lost(_) => Command::Lost,
+        In::Hello(_) | In::Subscribe(_) => return None,
     };
     Some(Job {
+        seq,
         user: Name::parse(&user).ok(),
         command,
         span,
+    })
+}
+
+/// A call as a gateway states it; `None` when it does not parse.
+fn call_state(call: pb::CallState) -> Option<CallState> {
+    Some(CallState {
+        id: call.call_id.parse().ok()?,
+        peer: Name::parse(&call.peer).ok()?,
+        role: if call.caller {
+            Role::Caller
+        } else {
+            Role::Callee
+        },
+        up: call.up,
     })
 }
 
@@ -274,9 +439,19 @@ fn session_message(inbound: Inbound) -> pb::SessionMessage {
         !matches!(delivery.event, Event::Candidate(_)) || svc_common::telemetry::exporting();
     let trace = delivery.trace.filter(|_| traced);
     let body = match delivery.event {
-        Event::Registered { name, resume_token } => Out::Registered(pb::Registered {
+        Event::Registered {
+            name,
+            resume_token,
+            call,
+        } => Out::Registered(pb::Registered {
             name: name.as_str().to_owned(),
             resume_token,
+            call: call.map(|call| pb::CallState {
+                call_id: call.id.to_string(),
+                peer: call.peer.as_str().to_owned(),
+                caller: call.role == Role::Caller,
+                up: call.up,
+            }),
         }),
         Event::Refused {
             request,

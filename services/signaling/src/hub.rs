@@ -4,7 +4,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Notify;
+use stunner_proto::signaling::v1 as pb;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -27,15 +28,109 @@ pub struct Hub<D> {
     metrics: Metrics,
     /// Wakes the timer task when an earlier deadline may have appeared.
     deadline_changed: Notify,
+    /// This replica, as gateways are told.
+    replica: String,
+    /// The store's epoch, as last read.
+    epoch: watch::Sender<String>,
+    /// Cancelled when this replica starts draining.
+    draining: CancellationToken,
+    /// Gateway streams attached here, and news of their leaving.
+    streams: std::sync::atomic::AtomicUsize,
+    stream_left: Notify,
 }
 
 impl<D: Directory> Hub<D> {
     pub fn new(directory: D, limits: Limits, metrics: Metrics) -> Arc<Self> {
+        Self::with_draining(directory, limits, metrics, CancellationToken::new())
+    }
+
+    /// A hub that starts draining with `draining`.
+    pub fn with_draining(
+        directory: D,
+        limits: Limits,
+        metrics: Metrics,
+        draining: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             board: Switchboard::new(directory, limits),
             metrics,
             deadline_changed: Notify::new(),
+            replica: svc_common::random_hex(4),
+            epoch: watch::channel(String::new()).0,
+            draining,
+            streams: Default::default(),
+            stream_left: Notify::new(),
         })
+    }
+
+    /// A gateway stream attached; the guard counts it until it is dropped.
+    pub fn stream_attached(self: &Arc<Self>) -> StreamGuard<D> {
+        self.streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// Completes once no gateway stream is attached here.
+    pub async fn streams_gone(&self) {
+        loop {
+            let left = self.stream_left.notified();
+            if self.streams.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                return;
+            }
+            left.await;
+        }
+    }
+
+    /// Whether this replica is draining (it takes no new streams).
+    pub fn draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    pub fn draining_token(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
+    /// The store's epoch, and its changes.
+    pub fn epoch(&self) -> watch::Receiver<String> {
+        self.epoch.subscribe()
+    }
+
+    /// The first message of a stream, and the one after the store's epoch changes.
+    pub fn welcome(&self, epoch: &str) -> pb::SessionMessage {
+        pb::SessionMessage {
+            body: Some(pb::session_message::Body::Welcome(pb::Welcome {
+                replica_id: self.replica.clone(),
+                store_epoch: epoch.to_owned(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// Reads the store's epoch now, then every `every` until `stop` (a store that can lose
+    /// its data while this replica runs: Redis).
+    pub async fn follow_epoch(self: Arc<Self>, every: Option<Duration>, stop: CancellationToken) {
+        loop {
+            match self.directory().epoch().await {
+                Ok(epoch) => {
+                    self.epoch.send_if_modified(|current| {
+                        if *current == epoch {
+                            return false;
+                        }
+                        if !current.is_empty() {
+                            tracing::warn!(old = %current, new = %epoch, "the store lost its data; gateways assert their sessions again");
+                        }
+                        *current = epoch;
+                        true
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the store's epoch"),
+            }
+            let Some(every) = every else { return };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     pub fn directory(&self) -> &D {
@@ -160,6 +255,18 @@ impl<D: Directory> Hub<D> {
     }
 }
 
+/// Counts one attached stream while it lives.
+pub struct StreamGuard<D: Directory>(Arc<Hub<D>>);
+
+impl<D: Directory> Drop for StreamGuard<D> {
+    fn drop(&mut self) {
+        self.0
+            .streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.stream_left.notify_waiters();
+    }
+}
+
 async fn sleep(wait: Duration) {
     if wait == Duration::MAX {
         std::future::pending::<()>().await;
@@ -259,6 +366,18 @@ mod tests {
         fn counts(&self) -> Counts {
             self.inner.counts()
         }
+        async fn epoch(&self) -> Result<String> {
+            self.inner.epoch().await
+        }
+        async fn renew(&self, g: GatewayId) -> Result<()> {
+            self.inner.renew(g).await
+        }
+        fn shared(&self) -> bool {
+            false
+        }
+        fn problem(&self) -> Option<String> {
+            None
+        }
     }
 
     #[tokio::test]
@@ -267,7 +386,17 @@ mod tests {
         let gateway = GatewayId(7);
         let (sink, mut inbox) = mpsc::channel(16);
         let cut = CancellationToken::new();
-        hub.subscribe(gateway, None, InboxSink { sink, cut }).await;
+        let overflow = CancellationToken::new();
+        hub.subscribe(
+            gateway,
+            None,
+            InboxSink {
+                sink,
+                cut,
+                overflow,
+            },
+        )
+        .await;
         let alice = SessionKey {
             gateway,
             session: 1,
@@ -275,6 +404,8 @@ mod tests {
         let register = || Command::Register {
             name: "alice".into(),
             resume_token: None,
+            rejoin: None,
+            reassert: None,
         };
 
         hub.directory().down.store(true, Ordering::Relaxed);

@@ -28,11 +28,18 @@ struct Inner {
     names: Gauge,
     sessions: Gauge,
     active_calls: Gauge,
+    store_seconds: Family<StoreLabel, Histogram>,
+    store_errors: Family<StoreLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabel {
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +83,23 @@ impl Default for Metrics {
         );
         let active_calls = Gauge::default();
         registry.register("active_calls", "Calls ringing or up", active_calls.clone());
+        // Store round trips on loopback take a fraction of a millisecond; a slow store, tens.
+        let store_seconds = Family::<StoreLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0, 2.0,
+            ])
+        });
+        registry.register(
+            "store_seconds",
+            "Round trips to the shared store (Redis), by operation",
+            store_seconds.clone(),
+        );
+        let store_errors = Family::default();
+        registry.register(
+            "store_errors",
+            "Failed round trips to the shared store (Redis), by operation",
+            store_errors.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -85,6 +109,8 @@ impl Default for Metrics {
                 names,
                 sessions,
                 active_calls,
+                store_seconds,
+                store_errors,
             }),
         }
     }
@@ -112,6 +138,19 @@ impl Metrics {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// One round trip to the shared store.
+    pub fn store(&self, operation: &'static str, took: std::time::Duration, ok: bool) {
+        let label = StoreLabel { operation };
+        if ok {
+            self.inner
+                .store_seconds
+                .get_or_create(&label)
+                .observe(took.as_secs_f64());
+        } else {
+            self.inner.store_errors.get_or_create(&label).inc();
         }
     }
 

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     name::Name,
-    vocabulary::{CallId, Event, SessionKey, Timestamp},
+    vocabulary::{CallId, CallState, Event, SessionKey, Timestamp},
 };
+
+pub use crate::vocabulary::Role;
 
 /// A registered name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +48,6 @@ pub struct Leg {
     pub buffered: Vec<String>,
     /// The W3C trace context of the call.
     pub trace: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    Caller,
-    Callee,
 }
 
 /// How many events, and how many bytes of them, are kept for a user who is away.
@@ -137,6 +133,16 @@ impl UserRecord {
 impl Leg {
     pub fn ringing(&self) -> bool {
         self.ringing_until.is_some()
+    }
+
+    /// This leg, as its party sees it.
+    pub fn state(&self) -> CallState {
+        CallState {
+            id: self.id,
+            peer: self.peer.clone(),
+            role: self.role,
+            up: !self.ringing(),
+        }
     }
 }
 

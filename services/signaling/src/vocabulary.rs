@@ -100,12 +100,34 @@ impl std::ops::AddAssign<Duration> for Timestamp {
     }
 }
 
+/// Which side of a call a party is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Caller,
+    Callee,
+}
+
+/// One party's view of the call it is in: what a resume rejoins, what a gateway asserts again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallState {
+    pub id: CallId,
+    pub peer: Name,
+    pub role: Role,
+    /// Answered (no longer ringing).
+    pub up: bool,
+}
+
 /// What a session asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Register {
         name: String,
         resume_token: Option<String>,
+        /// The call the browser still has a peer connection for: a resume rejoins it.
+        rejoin: Option<CallId>,
+        /// The session's gateway asserts a registration the store forgot: the name is taken
+        /// back with `resume_token` itself, with this call.
+        reassert: Option<Option<CallState>>,
     },
     Call {
         to: String,
@@ -120,8 +142,11 @@ pub enum Command {
     },
     Candidate(String),
     Stop,
-    /// The session's socket closed.
+    /// The session's socket closed: its call ends, its name is kept for the grace period.
     Closed,
+    /// The session's socket went away without closing (a network blip, a gateway moving its
+    /// browsers): its name and its call are kept for the grace period, for a resume to rejoin.
+    Lost,
 }
 
 impl Command {
@@ -133,7 +158,7 @@ impl Command {
             Command::Answer { .. } => Request::Answer,
             Command::Candidate(_) => Request::Candidate,
             Command::Stop => Request::Stop,
-            Command::Closed => return None,
+            Command::Closed | Command::Lost => return None,
         })
     }
 }
@@ -204,6 +229,8 @@ pub enum Event {
     Registered {
         name: Name,
         resume_token: String,
+        /// The call a resume rejoined.
+        call: Option<CallState>,
     },
     Refused {
         request: Request,

@@ -79,7 +79,11 @@ fn delivery(body: &Down) -> Option<(&'static str, &str)> {
         Down::StopCommunication(stop) => ("stopCommunication", &stop.call_id),
         Down::Candidate(_) => ("iceCandidate", ""),
         Down::Refused(refused) if refused.request() == pb::Request::Call => ("callResponse", ""),
-        Down::Registered(_) | Down::Refused(_) => return None,
+        Down::Registered(_)
+        | Down::Refused(_)
+        | Down::Welcome(_)
+        | Down::Processed(_)
+        | Down::Draining(_) => return None,
     })
 }
 

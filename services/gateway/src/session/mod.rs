@@ -93,6 +93,7 @@ enum Registration {
     },
     /// Credentials in hand; the name is being claimed.
     Claiming {
+        name: String,
         config: IceConfiguration,
         refresh_in: Option<Duration>,
     },
@@ -100,6 +101,14 @@ enum Registration {
 
 /// Why the pump stopped: a close frame to send, or none (the socket is gone).
 type Close = Option<(u16, &'static str)>;
+
+/// How a session ended, for signaling: the browser closed it (its call ends now), or the
+/// socket went away otherwise (its call is kept for the browser to rejoin when it reconnects).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goodbye {
+    Closed,
+    Lost,
+}
 
 /// Runs one session to its end.
 pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
@@ -118,6 +127,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    let mut goodbye = Goodbye::Lost;
     let close: Close = loop {
         // While a registration is under way the socket is not read, so what the browser sends
         // next is handled after it, in order.
@@ -130,7 +140,11 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                     Some(Ok(Message::Text(text))) => session.on_text(&text),
                     Some(Ok(Message::Binary(_))) => vec![session.refuse_binary()],
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
-                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(Message::Close(_))) => {
+                        goodbye = Goodbye::Closed;
+                        break None;
+                    }
+                    None => break None,
                     Some(Err(error)) => {
                         if too_big(error) {
                             shared.metrics.rejected(GatewayReason::TooBig);
@@ -176,10 +190,16 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
 
     // The session is over for signaling now (its peer is told at once), whatever the closing
     // handshake below takes.
+    let body = match goodbye {
+        Goodbye::Closed => Up::Closed(pb::Closed {}),
+        Goodbye::Lost => Up::Lost(pb::Lost {}),
+    };
+    // Signaling handles a session's messages in order: a name still being claimed is claimed
+    // before this lets it go.
+    if let Some(name) = session.holding() {
+        shared.link.send(up(id, Some(name), body));
+    }
     shared.link.close(id);
-    shared
-        .link
-        .send(up(id, session.name.as_deref(), Up::Closed(pb::Closed {})));
     if let Some((code, reason)) = close {
         closing_handshake(socket, code, reason).await;
     }
@@ -198,6 +218,14 @@ struct Session {
 }
 
 impl Session {
+    /// The name this session holds, or is claiming.
+    fn holding(&self) -> Option<&str> {
+        match &self.registration {
+            Registration::Claiming { name, .. } => Some(name),
+            _ => self.name.as_deref(),
+        }
+    }
+
     /// A browser frame: zero or more immediate replies.
     fn on_text(&mut self, text: &str) -> Vec<ServerMessage> {
         if !self.bucket.take() {
@@ -284,12 +312,14 @@ impl Session {
                     return Vec::new();
                 };
                 self.registration = Registration::Claiming {
+                    name: name.clone(),
                     config: issued.config,
                     refresh_in: issued.refresh_in,
                 };
                 let body = Up::Register(pb::Register {
                     name,
                     resume_token: resume_token.unwrap_or_default(),
+                    ..Default::default()
                 });
                 self.forward(body, None)
             }
@@ -367,8 +397,9 @@ impl Session {
         match downward(body, trace_id) {
             Downward::Tell(reply) => Some(reply),
             Downward::Registered { name, resume_token } => {
-                let Registration::Claiming { config, refresh_in } =
-                    std::mem::replace(&mut self.registration, Registration::None)
+                let Registration::Claiming {
+                    config, refresh_in, ..
+                } = std::mem::replace(&mut self.registration, Registration::None)
                 else {
                     return None;
                 };
@@ -409,10 +440,6 @@ async fn until(at: Option<Instant>) {
 /// Why the server ended a session, as a close code and reason.
 fn ended(handle: &SessionHandle) -> (u16, &'static str) {
     match handle.reason() {
-        Some(Ended::TooSlow) => (close_code::POLICY, TOO_SLOW),
-        _ => (
-            close_code::AGAIN,
-            "signaling unavailable; reconnect and resume",
-        ),
+        Some(Ended::TooSlow) | None => (close_code::POLICY, TOO_SLOW),
     }
 }

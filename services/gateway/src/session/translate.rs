@@ -148,6 +148,8 @@ pub fn downward(body: Down, trace_id: Option<String>) -> Downward {
             call_id: stop.call_id,
             trace_id,
         }),
+        // For the link, not the browser.
+        Down::Welcome(_) | Down::Processed(_) | Down::Draining(_) => Downward::Nothing,
     }
 }
 
@@ -184,8 +186,8 @@ pub fn up(session: u64, user: Option<&str>, body: Up) -> pb::GatewayMessage {
     pb::GatewayMessage {
         session_id: session,
         body: Some(body),
-        trace_context: Default::default(),
         user: user.unwrap_or_default().to_owned(),
+        ..Default::default()
     }
 }
 

@@ -16,9 +16,19 @@ use crate::{
     vocabulary::{Delivery, GatewayId, Timestamp},
 };
 
-#[derive(Default)]
 pub struct MemoryDirectory {
     state: Mutex<State>,
+    /// Random per process: a restarted replica is a new store.
+    epoch: String,
+}
+
+impl Default for MemoryDirectory {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            epoch: svc_common::random_hex(8),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -81,7 +91,7 @@ impl Directory for MemoryDirectory {
                     // The gateway cannot keep up: cut its stream (it reconnects, and its
                     // sessions carry on) rather than grow without bound or drop silently.
                     tracing::error!(%gateway, "gateway stream too slow; cutting it off");
-                    inbox.cut.cancel();
+                    inbox.overflow.cancel();
                     state.sinks.remove(&gateway);
                 }
                 Err(TrySendError::Closed(_)) => {
@@ -180,6 +190,22 @@ impl Directory for MemoryDirectory {
     async fn tracked(&self, gateway: GatewayId) -> Result<Vec<Name>> {
         let names = self.lock().tracked.remove(&gateway).unwrap_or_default();
         Ok(names.into_iter().collect())
+    }
+
+    async fn epoch(&self) -> Result<String> {
+        Ok(self.epoch.clone())
+    }
+
+    async fn renew(&self, _gateway: GatewayId) -> Result<()> {
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn problem(&self) -> Option<String> {
+        None
     }
 
     fn counts(&self) -> Counts {

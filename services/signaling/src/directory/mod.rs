@@ -10,6 +10,7 @@
 //! atomic step inside one key (one hash slot, for Redis Cluster).
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 
@@ -23,6 +24,7 @@ use crate::{
 };
 
 pub use memory::MemoryDirectory;
+pub use redis::{RedisDirectory, StoreUrl};
 
 /// What [`Directory::update`] does with the record, and the value it returns.
 // Returned and consumed at once, never stored: boxing the record would only add an allocation.
@@ -65,12 +67,14 @@ pub struct Inbound {
     pub delivery: Delivery,
 }
 
-/// Where a gateway's deliveries go on this replica, until `cut` (the gateway fell too far
-/// behind, or unsubscribed).
+/// Where a gateway's deliveries go on this replica, until `cut` (the gateway's inbox is read
+/// elsewhere now). A gateway that falls too far behind has its stream ended (`overflow`): it
+/// reconnects, and its sessions carry on.
 #[derive(Clone)]
 pub struct InboxSink {
     pub sink: mpsc::Sender<Inbound>,
     pub cut: CancellationToken,
+    pub overflow: CancellationToken,
 }
 
 /// Names, sessions and calls at `now`, for metrics (approximate where the store is shared).
@@ -148,4 +152,18 @@ pub trait Directory: Send + Sync + 'static {
 
     /// Names, sessions and calls, for metrics.
     fn counts(&self) -> Counts;
+
+    /// The store's identity: it changes when the store loses everything (a restarted
+    /// in-memory replica, a Redis that came back empty), so gateways assert their sessions
+    /// again.
+    fn epoch(&self) -> impl Future<Output = Result<String>> + Send;
+
+    /// Renews the leases of `gateway`'s keys, where the store has leases.
+    fn renew(&self, gateway: GatewayId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the state is shared with other replicas (a drain can hand sessions over).
+    fn shared(&self) -> bool;
+
+    /// Why the store cannot be used right now, if it cannot (for readiness).
+    fn problem(&self) -> Option<String>;
 }

@@ -64,6 +64,15 @@ impl Out {
     }
 }
 
+/// How a session leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Its socket closed: the call ends for the peer at once.
+    EndingTheCall,
+    /// Its socket dropped: the call goes on for the grace period, for a resume to rejoin.
+    KeepingTheCall,
+}
+
 /// What to do to a peer's leg when telling it something.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LegChange {
@@ -92,9 +101,19 @@ impl<D: Directory> Switchboard<D> {
     ) -> Result<Vec<Delivery>> {
         let mut out = Out::default();
         match command {
-            Command::Register { name, resume_token } => {
-                self.register(&mut out, now, from, user, &name, resume_token)
-                    .await?;
+            Command::Register {
+                name,
+                resume_token,
+                rejoin,
+                reassert,
+            } => {
+                let request = Registration {
+                    name,
+                    token: resume_token,
+                    rejoin,
+                    reassert,
+                };
+                self.register(&mut out, now, from, user, request).await?;
             }
             Command::Call {
                 to,
@@ -118,6 +137,7 @@ impl<D: Directory> Switchboard<D> {
             }
             Command::Stop => self.stop(&mut out, from, user).await?,
             Command::Closed => self.closed(&mut out, now, from, user).await?,
+            Command::Lost => self.lost(&mut out, now, from, user).await?,
         }
         Ok(out.deliveries)
     }
@@ -140,11 +160,14 @@ impl<D: Directory> Switchboard<D> {
         self.directory.next_deadline()
     }
 
-    /// `gateway` went away with its sessions: each of them is gone, as if its socket closed.
+    /// `gateway` went away with its sessions: each of them is lost, as if its socket dropped
+    /// (names and calls kept for the grace period: the browsers reconnect elsewhere, resume and
+    /// rejoin).
     pub async fn gateway_gone(&self, now: Timestamp, gateway: GatewayId) -> Result<Vec<Delivery>> {
         let mut out = Out::default();
         for name in self.directory.tracked(gateway).await? {
-            self.leave(&mut out, now, &name, |holder| holder.gateway == gateway)
+            let holds = |holder: SessionKey| holder.gateway == gateway;
+            self.leave(&mut out, now, &name, Leaving::KeepingTheCall, holds)
                 .await?;
         }
         out.deliveries.retain(|d| d.to.gateway != gateway);
@@ -160,14 +183,19 @@ impl<D: Directory> Switchboard<D> {
         out: &mut Out,
         now: Timestamp,
         name: &Name,
+        how: Leaving,
         is_holder: impl Fn(SessionKey) -> bool + Send + Sync,
     ) -> Result<bool> {
+        let until = now + self.limits.resume_grace;
         let gone = self
             .directory
             .update(name, |current| match current {
                 Some(record) if record.holder.is_some_and(&is_holder) => {
                     let mut record = record.clone();
-                    let left = record.leave(now + self.limits.resume_grace);
+                    let left = match how {
+                        Leaving::EndingTheCall => record.leave(until),
+                        Leaving::KeepingTheCall => (record.go_away(until), None),
+                    };
                     Change::Put(record, Some(left))
                 }
                 _ => Change::Keep(None),
@@ -343,6 +371,8 @@ fn stop_event(reason: Reason, message: &str, call: CallId) -> Event {
 
 mod calls;
 mod presence;
+
+use presence::Registration;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,10 @@ use std::{collections::HashMap, time::Duration};
 use futures_util::FutureExt;
 
 use super::*;
-use crate::{directory::MemoryDirectory, vocabulary::Limits};
+use crate::{
+    directory::MemoryDirectory,
+    vocabulary::{CallState, Limits},
+};
 
 const ALICE: SessionKey = SessionKey {
     gateway: GatewayId(1),
@@ -91,6 +94,8 @@ impl World {
             Command::Register {
                 name: name.into(),
                 resume_token: None,
+                rejoin: None,
+                reassert: None,
             },
         );
         let [
@@ -101,6 +106,7 @@ impl World {
                     Event::Registered {
                         name: got,
                         resume_token,
+                        call: _,
                     },
             },
         ] = out.as_slice()
@@ -212,7 +218,9 @@ fn register_validates_and_keeps_names_unique() {
             BOB,
             Command::Register {
                 name: "alice".into(),
-                resume_token: None
+                resume_token: None,
+                rejoin: None,
+                reassert: None,
             }
         ),
         [refused(
@@ -227,7 +235,9 @@ fn register_validates_and_keeps_names_unique() {
             BOB,
             Command::Register {
                 name: "bad name".into(),
-                resume_token: None
+                resume_token: None,
+                rejoin: None,
+                reassert: None,
             }
         ),
         [refused(
@@ -242,7 +252,9 @@ fn register_validates_and_keeps_names_unique() {
             ALICE,
             Command::Register {
                 name: "alice2".into(),
-                resume_token: None
+                resume_token: None,
+                rejoin: None,
+                reassert: None,
             }
         ),
         [refused(
@@ -572,7 +584,9 @@ fn disconnect_mid_call_tells_the_other_side_and_reserves_the_name() {
             CAROL,
             Command::Register {
                 name: "alice".into(),
-                resume_token: None
+                resume_token: None,
+                rejoin: None,
+                reassert: None,
             }
         ),
         [refused(
@@ -611,7 +625,9 @@ fn resume_within_the_grace_period() {
             again,
             Command::Register {
                 name: "alice".into(),
-                resume_token: Some("forged".into())
+                resume_token: Some("forged".into()),
+                rejoin: None,
+                reassert: None,
             }
         ),
         [refused(
@@ -626,6 +642,8 @@ fn resume_within_the_grace_period() {
         Command::Register {
             name: "alice".into(),
             resume_token: Some(token.clone()),
+            rejoin: None,
+            reassert: None,
         },
     );
     assert_eq!(
@@ -635,7 +653,8 @@ fn resume_within_the_grace_period() {
             to: again,
             event: Event::Registered {
                 name: Name::parse("alice").expect("valid"),
-                resume_token: token
+                resume_token: token,
+                call: None,
             }
         }]
     );
@@ -663,6 +682,8 @@ fn a_reload_displaces_the_old_session() {
         Command::Register {
             name: "alice".into(),
             resume_token: Some(token.clone()),
+            rejoin: None,
+            reassert: None,
         },
     );
     assert_eq!(
@@ -685,7 +706,8 @@ fn a_reload_displaces_the_old_session() {
                 to: reload,
                 event: Event::Registered {
                     name: Name::parse("alice").expect("valid"),
-                    resume_token: token
+                    resume_token: token,
+                    call: None,
                 }
             },
         ]
@@ -698,7 +720,9 @@ fn a_reload_displaces_the_old_session() {
             CAROL,
             Command::Register {
                 name: "alice".into(),
-                resume_token: None
+                resume_token: None,
+                rejoin: None,
+                reassert: None,
             }
         ),
         [refused(
@@ -710,9 +734,8 @@ fn a_reload_displaces_the_old_session() {
     );
 }
 
-#[test]
-fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
-    let mut w = World::new();
+/// Carol (gateway 2) calls Alice (gateway 1), who accepts.
+fn carol_calls_alice(w: &mut World) -> CallId {
     w.register(ALICE, "alice");
     w.register(CAROL, "carol");
     w.register(BOB, "bob");
@@ -728,8 +751,85 @@ fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
     };
     let id = *id;
     w.answer(ALICE, "carol", true);
+    id
+}
+
+#[test]
+fn a_gateway_going_away_keeps_its_calls_for_a_resume_to_rejoin() {
+    let mut w = World::new();
+    let id = carol_calls_alice(&mut w);
+    let token = w.tokens[&ALICE].clone();
     assert_eq!(
         w.gateway_gone(GatewayId(1)),
+        [],
+        "Carol is not told: Alice's browser is reconnecting elsewhere"
+    );
+    assert_eq!(w.counts().sessions, 1);
+    assert_eq!(w.counts().calls, 1, "the call goes on");
+    // What Carol sends meanwhile is kept for Alice.
+    assert_eq!(w.send(CAROL, Command::Candidate("c1".into())), []);
+    // Alice's page reconnects through another gateway and rejoins the call it still has.
+    let again = SessionKey {
+        gateway: GatewayId(3),
+        session: 1,
+    };
+    let out = w.send(
+        again,
+        Command::Register {
+            name: "alice".into(),
+            resume_token: Some(token.clone()),
+            rejoin: Some(id),
+            reassert: None,
+        },
+    );
+    assert_eq!(
+        out,
+        [
+            Delivery {
+                trace: None,
+                to: again,
+                event: Event::Registered {
+                    name: Name::parse("alice").expect("valid"),
+                    resume_token: token,
+                    call: Some(CallState {
+                        id,
+                        peer: Name::parse("carol").expect("valid"),
+                        role: crate::vocabulary::Role::Callee,
+                        up: true,
+                    }),
+                },
+            },
+            candidate(again, "c1"),
+        ]
+    );
+    assert_eq!(
+        w.send(CAROL, Command::Candidate("c2".into())),
+        [candidate(again, "c2")]
+    );
+    assert_eq!(
+        w.send(again, Command::Stop),
+        [stop(CAROL, Reason::HangUp, "remote user hanged out", id)],
+        "a hang-up after the reconnect reaches the other side"
+    );
+    // Bob, on the same gateway, never came back: his name is free once his grace is over.
+    w.advance(Duration::from_secs(10));
+    w.register(
+        SessionKey {
+            gateway: GatewayId(3),
+            session: 2,
+        },
+        "bob",
+    );
+}
+
+#[test]
+fn a_call_ends_when_its_lost_party_does_not_come_back() {
+    let mut w = World::new();
+    let id = carol_calls_alice(&mut w);
+    assert_eq!(w.gateway_gone(GatewayId(1)), []);
+    assert_eq!(w.advance(Duration::from_secs(9)), []);
+    assert_eq!(
+        w.advance(Duration::from_secs(1)),
         [stop(
             CAROL,
             Reason::PeerDisconnected,
@@ -737,8 +837,108 @@ fn a_gateway_going_away_ends_its_sessions_and_tells_the_others() {
             id
         )]
     );
-    assert_eq!(w.counts().sessions, 1);
     assert_eq!(w.counts().calls, 0);
+}
+
+#[test]
+fn a_resume_that_does_not_rejoin_ends_the_call() {
+    // A page reloaded after a blip has no peer connection: its old call ends.
+    let mut w = World::new();
+    let id = carol_calls_alice(&mut w);
+    let token = w.tokens[&ALICE].clone();
+    assert_eq!(w.send(ALICE, Command::Lost), []);
+    let again = SessionKey {
+        gateway: GatewayId(3),
+        session: 1,
+    };
+    let out = w.send(
+        again,
+        Command::Register {
+            name: "alice".into(),
+            resume_token: Some(token),
+            rejoin: None,
+            reassert: None,
+        },
+    );
+    assert_eq!(
+        out[0],
+        stop(
+            CAROL,
+            Reason::PeerDisconnected,
+            "remote user disconnected",
+            id
+        )
+    );
+    assert!(matches!(out[1].event, Event::Registered { call: None, .. }));
+}
+
+#[test]
+fn names_and_calls_asserted_again_after_the_store_forgot_them() {
+    // The store lost everything (a Redis restarted empty): each gateway asserts its sessions'
+    // names, tokens and calls again; a stranger who took a name meanwhile keeps it.
+    let mut w = World::new();
+    let id = carol_calls_alice(&mut w);
+    let (alice_token, carol_token) = (w.tokens[&ALICE].clone(), w.tokens[&CAROL].clone());
+    w.board = Switchboard::new(MemoryDirectory::default(), Limits::default());
+    let stranger = SessionKey {
+        gateway: GatewayId(9),
+        session: 1,
+    };
+    w.register(stranger, "bob");
+    let reassert = |name: &str, token: &str, call: Option<CallState>| Command::Register {
+        name: name.into(),
+        resume_token: Some(token.into()),
+        rejoin: None,
+        reassert: Some(call),
+    };
+    let carol = Name::parse("carol").expect("valid");
+    let alice = Name::parse("alice").expect("valid");
+    let leg = |peer: &Name, role| CallState {
+        id,
+        peer: peer.clone(),
+        role,
+        up: true,
+    };
+    let out = w.send(
+        ALICE,
+        reassert(
+            "alice",
+            &alice_token,
+            Some(leg(&carol, crate::vocabulary::Role::Callee)),
+        ),
+    );
+    assert!(
+        matches!(&out[..], [Delivery { event: Event::Registered { resume_token, call: Some(_), .. }, .. }] if *resume_token == alice_token),
+        "{out:?}"
+    );
+    w.send(
+        CAROL,
+        reassert(
+            "carol",
+            &carol_token,
+            Some(leg(&alice, crate::vocabulary::Role::Caller)),
+        ),
+    );
+    let bob_token = w.tokens[&BOB].clone();
+    assert_eq!(
+        w.send(BOB, reassert("bob", &bob_token, None)),
+        [refused(
+            BOB,
+            Request::Register,
+            Reason::Replaced,
+            "bob was taken by someone else while signaling was away"
+        )],
+        "the stranger who registered in between keeps the name; the loser is told"
+    );
+    // The call carries on, and ends, as before.
+    assert_eq!(
+        w.send(CAROL, Command::Candidate("c".into())),
+        [candidate(ALICE, "c")]
+    );
+    assert_eq!(
+        w.send(ALICE, Command::Stop),
+        [stop(CAROL, Reason::HangUp, "remote user hanged out", id)]
+    );
 }
 
 #[test]
@@ -789,6 +989,8 @@ fn every_delivery_of_a_call_carries_its_trace() {
         Command::Register {
             name: "x".into(),
             resume_token: None,
+            rejoin: None,
+            reassert: None,
         },
     );
     assert_eq!(traces(&out), [None], "outside a call, no trace");
@@ -804,6 +1006,8 @@ fn a_leftover_grace_timer_does_not_free_a_resumed_name() {
     let register = |token: Option<&str>| Command::Register {
         name: "alice".into(),
         resume_token: token.map(str::to_owned),
+        rejoin: None,
+        reassert: None,
     };
     w.send(ALICE, Command::Closed);
     w.advance(Duration::from_secs(2));
