@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the workspace. On a fresh machine it first installs what the
-# tests need from Debian's packages: coturn (the real TURN server credentials are checked on) and
-# Chromium with its WebDriver (real calls between real pages), iproute2 (network namespaces
-# standing in for the pod network), and from PyPI kubernetes-validate (the manifests' schemas).
+# tests need from Debian's packages: coturn (the real TURN server credentials are checked on),
+# Chromium with its WebDriver (real calls between real pages), redis-server (the store several
+# signaling replicas share, standalone and as a cluster), iproute2 (network namespaces standing
+# in for the pod network), and from PyPI kubernetes-validate (the manifests' schemas).
 # kubectl (for `kubectl kustomize`) must already be installed; the manifest and netns tests need
 # root.
 # protoc needs no install: the build uses the one vendored by the protoc-bin-vendored crate.
@@ -15,11 +16,20 @@ command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     $sudo apt-get update -qq
+    # The packages' own services (redis-server on 6379, coturn) are not started: tests start
+    # their own servers on free ports.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        trap '$sudo rm -f "$policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

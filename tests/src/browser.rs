@@ -76,6 +76,27 @@ impl Browser {
         );
     }
 
+    /// The message pending for this session, if any (at most one is expected): proven by
+    /// asking something whose answer comes after anything signaling sent before it.
+    pub async fn recv_or_none(&mut self) -> Option<Value> {
+        self.send(
+            json!({"id": "incomingCallResponse", "from": "~nobody", "callResponse": "reject"}),
+        )
+        .await;
+        let first = self.recv().await;
+        let probe_answer =
+            |reply: &Value| reply["id"] == "error" && reply["reason"] == "no_such_call";
+        if probe_answer(&first) {
+            return None;
+        }
+        let after = self.recv().await;
+        assert!(
+            probe_answer(&after),
+            "more than one message pending: {first} then {after}"
+        );
+        Some(first)
+    }
+
     /// Like [`Browser::expect_nothing_pending`], but a `stopCommunication` that arrives first is
     /// returned instead (`None` when nothing was pending).
     pub async fn expect_nothing_pending_or_stop(&mut self) -> Option<Value> {

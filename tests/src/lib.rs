@@ -27,7 +27,9 @@ pub mod hosts;
 pub mod kube_api;
 pub mod netns;
 pub mod otlp;
+pub mod redis;
 pub mod stack;
+pub mod topology;
 pub mod webdriver;
 
 pub use browser::Browser;

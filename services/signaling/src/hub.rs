@@ -12,7 +12,7 @@ use crate::{
     directory::{Counts, Directory, InboxSink},
     metrics::Metrics,
     name::Name,
-    switchboard::Switchboard,
+    switchboard::{Handled, Switchboard},
     vocabulary::{Command, Delivery, Event, GatewayId, Limits, Reason, SessionKey, Timestamp},
 };
 
@@ -141,15 +141,15 @@ impl<D: Directory> Hub<D> {
     pub async fn handle(&self, from: SessionKey, user: Option<Name>, command: Command) {
         let request = command.request();
         let before = self.board.next_deadline();
-        let deliveries = match self
+        let handled = match self
             .board
             .handle(Timestamp::now(), from, user.as_ref(), command)
             .await
         {
-            Ok(deliveries) => deliveries,
+            Ok(handled) => handled,
             Err(error) => {
                 tracing::warn!(%error, session = from.session, gateway = %from.gateway, "store unavailable; request refused");
-                request
+                let deliveries = request
                     .map(|request| Delivery {
                         to: from,
                         event: Event::Refused {
@@ -160,10 +160,14 @@ impl<D: Directory> Hub<D> {
                         trace: None,
                     })
                     .into_iter()
-                    .collect()
+                    .collect();
+                Handled {
+                    deliveries,
+                    delivered: 0,
+                }
             }
         };
-        self.dispatch(deliveries).await;
+        self.dispatch(handled).await;
         if self.board.next_deadline() != before {
             self.deadline_changed.notify_one();
         }
@@ -201,7 +205,7 @@ impl<D: Directory> Hub<D> {
                 () = sleep(wait) => {}
             }
             match self.board.expire(Timestamp::now()).await {
-                Ok(deliveries) => self.dispatch(deliveries).await,
+                Ok(handled) => self.dispatch(handled).await,
                 Err(error) => tracing::warn!(%error, "cannot fire timers"),
             }
         }
@@ -229,7 +233,7 @@ impl<D: Directory> Hub<D> {
             for gateway in lost {
                 tracing::info!(%gateway, "gateway gone; ending its sessions");
                 match self.board.gateway_gone(now, gateway).await {
-                    Ok(deliveries) => self.dispatch(deliveries).await,
+                    Ok(handled) => self.dispatch(handled).await,
                     Err(error) => {
                         tracing::warn!(%error, %gateway, "cannot end a lost gateway's sessions")
                     }
@@ -244,12 +248,18 @@ impl<D: Directory> Hub<D> {
         !self.directory().knows_deadlines()
     }
 
-    async fn dispatch(&self, deliveries: Vec<Delivery>) {
-        if deliveries.is_empty() {
+    /// Counts what was handled and delivers what is not delivered yet.
+    async fn dispatch(&self, handled: Handled) {
+        let Handled {
+            mut deliveries,
+            delivered,
+        } = handled;
+        self.metrics.observe(&deliveries);
+        let rest = deliveries.split_off(delivered.min(deliveries.len()));
+        if rest.is_empty() {
             return;
         }
-        self.metrics.observe(&deliveries);
-        if let Err(error) = self.directory().deliver(deliveries).await {
+        if let Err(error) = self.directory().deliver(rest).await {
             tracing::warn!(%error, "deliveries lost: the store is unavailable");
         }
     }

@@ -46,6 +46,10 @@ pub struct Leg {
     pub placed: Timestamp,
     /// Callee only, while ringing: the caller's candidates, in order.
     pub buffered: Vec<String>,
+    /// Callee only, just answered: what was buffered is being delivered; the caller's
+    /// candidates are still buffered until it is.
+    #[serde(default)]
+    pub flushing: bool,
     /// The W3C trace context of the call.
     pub trace: Option<String>,
 }

@@ -9,6 +9,7 @@ use testkit::{
     Coturn, Stack,
     coturn::TurnAuth,
     stack::{Flags, ephemeral_config},
+    topology::{Store, Topology},
     webdriver::{Browser, Driver},
 };
 
@@ -25,6 +26,29 @@ async fn two_pages_call_relay_only_through_coturn() {
     let bob = driver.browser().await;
 
     call_and_check(&stack.page_url(), &alice, &bob).await;
+
+    alice.quit().await;
+    bob.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pages_on_different_gateways_and_replicas_call_through_coturn() {
+    let secret = "replicas-secret";
+    let turn = Coturn::start(TurnAuth::Secret(secret)).await;
+    let t = Topology::start(
+        Store::Redis,
+        &ephemeral_config(turn.port(), secret),
+        Flags::default(),
+    )
+    .await;
+    let page = |gateway: usize| format!("http://{}/", t.gateways[gateway].addr("http"));
+    let driver = Driver::start().await;
+    let alice = driver.browser().await;
+    let bob = driver.browser().await;
+
+    // Alice's page is served by gateway 0 (signaling replica 0), Bob's by gateway 1
+    // (replica 1): every message between them crosses Redis.
+    call_and_check_across(&page(0), &page(1), &alice, &bob).await;
 
     alice.quit().await;
     bob.quit().await;
@@ -66,7 +90,17 @@ async fn two_pages_call_relay_only_through_the_local_stack() {
 /// Alice calls Bob through the page's own controls and checks what "the call works" means in
 /// `reference/browser-testing.md`.
 pub async fn call_and_check(page: &str, alice: &Browser, bob: &Browser) {
-    for (browser, name) in [(alice, "alice"), (bob, "bob")] {
+    call_and_check_across(page, page, alice, bob).await;
+}
+
+/// [`call_and_check`] with each page from its own gateway.
+pub async fn call_and_check_across(
+    alice_page: &str,
+    bob_page: &str,
+    alice: &Browser,
+    bob: &Browser,
+) {
+    for (browser, name, page) in [(alice, "alice", alice_page), (bob, "bob", bob_page)] {
         browser.goto(page).await;
         browser
             .wait_for(

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use testkit::{
     Browser, Stack,
     stack::{Flags, Launch, static_config},
+    topology::{Store, Topology},
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -12,12 +13,17 @@ async fn stack() -> Stack {
     Stack::start(&static_config(3478), Flags::default()).await
 }
 
+/// The services on `store`, with the default STUNner config (static credentials).
+async fn topology(store: Store, flags: Flags<'_>) -> Topology {
+    Topology::start(store, &static_config(3478), flags).await
+}
+
 fn candidate(n: u32) -> Value {
     json!({"candidate": format!("candidate:{n} 1 udp 2122260223 127.0.0.1 {} typ relay", 40000 + n),
            "sdpMid": "0", "sdpMLineIndex": 0})
 }
 
-async fn pair(stack: &Stack) -> (Browser, Browser) {
+async fn pair(stack: &Topology) -> (Browser, Browser) {
     let mut alice = stack.browser().await;
     let mut bob = stack.browser().await;
     alice.register_ok("alice").await;
@@ -39,9 +45,8 @@ async fn ring(alice: &mut Browser, bob: &mut Browser) -> Value {
     incoming
 }
 
-#[tokio::test]
-async fn register_duplicate_and_invalid_names() {
-    let stack = stack().await;
+async fn register_duplicate_and_invalid_names(store: Store) {
+    let stack = topology(store, Flags::default()).await;
     let mut alice = stack.browser().await;
     let reply = alice.register("alice").await;
     assert_eq!(reply["response"], "accepted");
@@ -80,9 +85,8 @@ async fn register_duplicate_and_invalid_names() {
     other.register_ok("carol").await;
 }
 
-#[tokio::test]
-async fn call_accept_candidates_and_hang_up() {
-    let stack = stack().await;
+async fn call_accept_candidates_and_hang_up(store: Store) {
+    let stack = topology(store, Flags::default()).await;
     let (mut alice, mut bob) = pair(&stack).await;
     let incoming = ring(&mut alice, &mut bob).await;
     let call_id = incoming["callId"].clone();
@@ -140,9 +144,8 @@ async fn call_accept_candidates_and_hang_up() {
     alice.expect_nothing_pending().await;
 }
 
-#[tokio::test]
-async fn reject_busy_self_and_unknown() {
-    let stack = stack().await;
+async fn reject_busy_self_and_unknown(store: Store) {
+    let stack = topology(store, Flags::default()).await;
     let (mut alice, mut bob) = pair(&stack).await;
     ring(&mut alice, &mut bob).await;
     bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "reject", "message": "user declined"})).await;
@@ -204,10 +207,9 @@ async fn reject_busy_self_and_unknown() {
     assert_eq!(carol.expect("error").await["reason"], "no_such_call");
 }
 
-#[tokio::test]
-async fn an_unanswered_call_times_out() {
-    let stack = Stack::start(
-        &static_config(3478),
+async fn an_unanswered_call_times_out(store: Store) {
+    let stack = topology(
+        store,
         Flags {
             signaling: &["--ring-timeout", "1s"],
             ..Default::default()
@@ -235,9 +237,8 @@ async fn an_unanswered_call_times_out() {
     ring(&mut alice, &mut bob).await;
 }
 
-#[tokio::test]
-async fn disconnect_mid_call_and_resume() {
-    let stack = stack().await;
+async fn disconnect_mid_call_and_resume(store: Store) {
+    let stack = topology(store, Flags::default()).await;
     let mut alice = stack.browser().await;
     let token = alice.register_ok("alice").await["resumeToken"]
         .as_str()
@@ -505,10 +506,9 @@ async fn a_silent_browser_is_closed_by_ping_liveness() {
     assert_eq!(&frames[close + 4..], b"no pong");
 }
 
-#[tokio::test]
-async fn a_browser_that_stops_reading_is_closed_not_buffered_forever() {
-    let stack = Stack::start(
-        &static_config(3478),
+async fn a_browser_that_stops_reading_is_closed_not_buffered_forever(store: Store) {
+    let stack = topology(
+        store,
         Flags {
             gateway: &[
                 "--session-queue",
@@ -554,9 +554,8 @@ async fn a_browser_that_stops_reading_is_closed_not_buffered_forever() {
     }
 }
 
-#[tokio::test]
-async fn a_page_traceparent_is_continued() {
-    let stack = stack().await;
+async fn a_page_traceparent_is_continued(store: Store) {
+    let stack = topology(store, Flags::default()).await;
     let (mut alice, mut bob) = pair(&stack).await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     alice
@@ -593,7 +592,8 @@ async fn a_page_traceparent_is_continued() {
 
 #[tokio::test]
 async fn candidates_keep_flowing_while_an_ice_config_request_hangs() {
-    let stack = Stack::start(
+    let stack = Topology::start(
+        Store::Memory,
         &testkit::stack::ephemeral_config(3478, "hang-secret"),
         Flags {
             ice_config: &["--default-ttl", "2s"],
@@ -614,8 +614,7 @@ async fn candidates_keep_flowing_while_an_ice_config_request_hangs() {
         std::time::Duration::from_secs(10),
         "both credential refreshes to start",
         || {
-            let started = stack
-                .gateway
+            let started = stack.gateways[0]
                 .logs()
                 .lines()
                 .iter()
@@ -636,7 +635,9 @@ async fn candidates_keep_flowing_while_an_ice_config_request_hangs() {
         .await;
     assert_eq!(bob.expect("iceCandidate").await["candidate"], candidate(2));
     assert!(
-        !stack.gateway.logs().contains("credential refresh failed"),
+        !stack.gateways[0]
+            .logs()
+            .contains("credential refresh failed"),
         "the refreshes were still waiting on ice-config when the candidates went through"
     );
     // They were really in flight: they fail by themselves, and are retried once ice-config is
@@ -645,7 +646,9 @@ async fn candidates_keep_flowing_while_an_ice_config_request_hangs() {
         std::time::Duration::from_secs(10),
         "the hanging refreshes to give up",
         || {
-            let failed = stack.gateway.logs().contains("credential refresh failed");
+            let failed = stack.gateways[0]
+                .logs()
+                .contains("credential refresh failed");
             async move { failed.then_some(()) }
         },
     )
@@ -653,3 +656,39 @@ async fn candidates_keep_flowing_while_an_ice_config_request_hangs() {
     stack.ice_config.thaw().await;
     alice.expect("iceConfiguration").await;
 }
+
+/// The protocol tests above that exercise signaling, on every store: one replica in memory;
+/// two replicas on Redis; three on a Redis Cluster (the two parties of each call always on
+/// different gateways and different replicas).
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::topology::Store::Memory).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::topology::Store::Redis).await
+            })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::topology::Store::Cluster).await
+            })*
+        }
+    };
+}
+
+on_every_store!(
+    register_duplicate_and_invalid_names,
+    call_accept_candidates_and_hang_up,
+    reject_busy_self_and_unknown,
+    an_unanswered_call_times_out,
+    disconnect_mid_call_and_resume,
+    a_browser_that_stops_reading_is_closed_not_buffered_forever,
+    a_page_traceparent_is_continued,
+);

@@ -5,6 +5,7 @@ mod balancing;
 mod browser;
 mod calls;
 mod manifests;
+mod replicas;
 mod runtime;
 mod telemetry;
 mod turn;

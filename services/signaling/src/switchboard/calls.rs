@@ -30,6 +30,7 @@ impl<D: Directory> Switchboard<D> {
             ringing_until: Some(deadline),
             placed: now,
             buffered: Vec::new(),
+            flushing: false,
             trace: trace.clone(),
         };
         let placed = self
@@ -140,7 +141,10 @@ impl<D: Directory> Switchboard<D> {
                 let buffered = std::mem::take(&mut leg.buffered);
                 let answered = (leg.clone(), buffered);
                 if accept {
+                    // Up, but the caller's candidates keep being buffered until everything
+                    // buffered so far is on its way, after `startCommunication`.
                     leg.ringing_until = None;
+                    leg.flushing = true;
                     record.call = Some(leg);
                 }
                 Change::Put(record, Some(answered))
@@ -181,7 +185,45 @@ impl<D: Directory> Switchboard<D> {
         for candidate in buffered {
             out.send(from, Event::Candidate(candidate));
         }
-        Ok(())
+        self.finish_flushing(out, from, me, leg.id).await
+    }
+
+    /// Delivers what is buffered in `me`'s leg of call `id` until nothing is, then lets the
+    /// caller's candidates go straight through. Each round is handed to the store before the
+    /// leg stops buffering, so a candidate that goes straight through (possibly from another
+    /// replica) can never overtake `startCommunication` or a buffered candidate.
+    async fn finish_flushing(
+        &self,
+        out: &mut Out,
+        from: SessionKey,
+        me: &Name,
+        id: CallId,
+    ) -> Result<()> {
+        loop {
+            self.flush(out).await?;
+            let more = self
+                .directory
+                .update(me, |current| {
+                    let Some(record) = current.filter(|r| r.leg(id).is_some_and(|l| l.flushing))
+                    else {
+                        return Change::Keep(Vec::new());
+                    };
+                    let mut record = record.clone();
+                    let Some(leg) = record.call.as_mut() else {
+                        return Change::Keep(Vec::new());
+                    };
+                    let buffered = std::mem::take(&mut leg.buffered);
+                    leg.flushing = !buffered.is_empty();
+                    Change::Put(record, buffered)
+                })
+                .await?;
+            if more.is_empty() {
+                return Ok(());
+            }
+            for candidate in more {
+                out.send(from, Event::Candidate(candidate));
+            }
+        }
     }
 
     pub(super) async fn candidate(
@@ -239,7 +281,7 @@ impl<D: Directory> Switchboard<D> {
                 let Some((record, theirs)) = current.and_then(|r| Some((r, r.leg(leg.id)?))) else {
                     return Change::Keep(Buffer::Gone);
                 };
-                if !theirs.ringing() {
+                if !theirs.ringing() && !theirs.flushing {
                     return deliver_or_hold(record, LegChange::Keep, leg.id, || {
                         Event::Candidate(candidate.clone())
                     })

@@ -38,6 +38,25 @@ pub struct Switchboard<D> {
 struct Out {
     deliveries: Vec<Delivery>,
     trace: Option<String>,
+    /// How many of `deliveries` (the first ones) were handed to the directory already.
+    sent: usize,
+}
+
+/// What one command or timer produced: every delivery, in order, of which the first
+/// `delivered` were handed to the directory already (the rest are the caller's to deliver).
+#[derive(Debug, Default)]
+pub struct Handled {
+    pub deliveries: Vec<Delivery>,
+    pub delivered: usize,
+}
+
+impl From<Out> for Handled {
+    fn from(out: Out) -> Self {
+        Handled {
+            deliveries: out.deliveries,
+            delivered: out.sent,
+        }
+    }
 }
 
 impl Out {
@@ -98,7 +117,7 @@ impl<D: Directory> Switchboard<D> {
         from: SessionKey,
         user: Option<&Name>,
         command: Command,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Handled> {
         let mut out = Out::default();
         match command {
             Command::Register {
@@ -139,11 +158,11 @@ impl<D: Directory> Switchboard<D> {
             Command::Closed => self.closed(&mut out, now, from, user).await?,
             Command::Lost => self.lost(&mut out, now, from, user).await?,
         }
-        Ok(out.deliveries)
+        Ok(out.into())
     }
 
     /// Fires every timer due at `now`.
-    pub async fn expire(&self, now: Timestamp) -> Result<Vec<Delivery>> {
+    pub async fn expire(&self, now: Timestamp) -> Result<Handled> {
         let mut out = Out::default();
         for timer in self.directory.due(now).await? {
             out.trace = None;
@@ -152,7 +171,7 @@ impl<D: Directory> Switchboard<D> {
                 Timer::Grace { name, epoch } => self.grace_over(&mut out, &name, epoch).await?,
             }
         }
-        Ok(out.deliveries)
+        Ok(out.into())
     }
 
     /// The earliest timer, where the store can tell.
@@ -163,7 +182,7 @@ impl<D: Directory> Switchboard<D> {
     /// `gateway` went away with its sessions: each of them is lost, as if its socket dropped
     /// (names and calls kept for the grace period: the browsers reconnect elsewhere, resume and
     /// rejoin).
-    pub async fn gateway_gone(&self, now: Timestamp, gateway: GatewayId) -> Result<Vec<Delivery>> {
+    pub async fn gateway_gone(&self, now: Timestamp, gateway: GatewayId) -> Result<Handled> {
         let mut out = Out::default();
         for name in self.directory.tracked(gateway).await? {
             let holds = |holder: SessionKey| holder.gateway == gateway;
@@ -171,10 +190,17 @@ impl<D: Directory> Switchboard<D> {
                 .await?;
         }
         out.deliveries.retain(|d| d.to.gateway != gateway);
-        Ok(out.deliveries)
+        Ok(out.into())
     }
 
     // === helpers ===
+
+    /// Hands what is collected so far to the directory, now.
+    async fn flush(&self, out: &mut Out) -> Result<()> {
+        let pending = out.deliveries[out.sent..].to_vec();
+        out.sent = out.deliveries.len();
+        self.directory.deliver(pending).await
+    }
 
     /// `name`'s session leaves, if `is_holder` says it holds the name: its grace period starts
     /// and its call, if any, ends for the peer. Returns whether it left.

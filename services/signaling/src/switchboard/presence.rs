@@ -278,6 +278,7 @@ impl Change<Claim> {
             ringing_until: (!call.up).then(|| now + ring_timeout),
             placed: now,
             buffered: Vec::new(),
+            flushing: false,
             trace: None,
         });
         let claim = Claim::Granted {

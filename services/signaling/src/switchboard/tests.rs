@@ -52,7 +52,7 @@ impl World {
     fn send(&mut self, from: SessionKey, command: Command) -> Vec<Delivery> {
         let closed = command == Command::Closed;
         let user = self.names.get(&from).cloned();
-        let out = done(self.board.handle(self.now, from, user.as_ref(), command));
+        let out = done(self.board.handle(self.now, from, user.as_ref(), command)).deliveries;
         if closed {
             self.names.remove(&from);
         }
@@ -83,7 +83,7 @@ impl World {
     }
 
     fn gateway_gone(&mut self, gateway: GatewayId) -> Vec<Delivery> {
-        let out = done(self.board.gateway_gone(self.now, gateway));
+        let out = done(self.board.gateway_gone(self.now, gateway)).deliveries;
         self.names.retain(|session, _| session.gateway != gateway);
         out
     }
@@ -141,7 +141,7 @@ impl World {
 
     fn advance(&mut self, by: Duration) -> Vec<Delivery> {
         self.now += by;
-        let out = done(self.board.expire(self.now));
+        let out = done(self.board.expire(self.now)).deliveries;
         self.learn(&out);
         out
     }

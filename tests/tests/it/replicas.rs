@@ -1,0 +1,106 @@
+//! Several signaling replicas on one store: races between replicas are settled by the store,
+//! whichever replica and gateway each party came through.
+
+use futures_util::future::join_all;
+use serde_json::json;
+use testkit::{
+    Browser,
+    stack::{Flags, static_config},
+    topology::{Store, Topology},
+};
+
+async fn topology(store: Store) -> Topology {
+    Topology::start(store, &static_config(3478), Flags::default()).await
+}
+
+async fn one_name_claimed_at_once_everywhere_goes_to_exactly_one(store: Store) {
+    let t = topology(store).await;
+    let mut browsers: Vec<Browser> = Vec::new();
+    for _ in 0..50 {
+        browsers.push(t.browser().await);
+    }
+    // All fifty ask at once, spread over both gateways and every replica.
+    join_all(
+        browsers
+            .iter_mut()
+            .map(|b| b.send(json!({"id": "register", "name": "popular"}))),
+    )
+    .await;
+    let replies = join_all(browsers.iter_mut().map(|b| b.expect("registerResponse"))).await;
+    let accepted = replies
+        .iter()
+        .filter(|r| r["response"] == "accepted")
+        .count();
+    assert_eq!(accepted, 1, "exactly one claim wins: {replies:?}");
+    for reply in replies.iter().filter(|r| r["response"] != "accepted") {
+        assert_eq!(reply["reason"], "name_taken", "{reply}");
+    }
+}
+
+async fn callers_ringing_one_callee_at_once_one_rings_and_the_rest_are_busy(store: Store) {
+    let t = topology(store).await;
+    let mut bob = t.browser().await;
+    bob.register_ok("bob").await;
+    let mut callers = Vec::new();
+    for i in 0..20 {
+        let mut caller = t.browser().await;
+        caller.register_ok(&format!("caller-{i}")).await;
+        callers.push(caller);
+    }
+    join_all(
+        callers
+            .iter_mut()
+            .map(|c| c.send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))),
+    )
+    .await;
+    let incoming = bob.expect("incomingCall").await;
+    bob.expect_nothing_pending().await;
+    // Every caller but the one ringing is told busy; the one ringing hears nothing yet.
+    let mut busy = 0;
+    let mut ringing = Vec::new();
+    for caller in &mut callers {
+        let reply = caller.recv_or_none().await;
+        match reply {
+            Some(reply) => {
+                assert_eq!(
+                    (reply["id"].as_str(), reply["reason"].as_str()),
+                    (Some("callResponse"), Some("busy")),
+                    "{reply}"
+                );
+                busy += 1;
+            }
+            None => ringing.push(caller),
+        }
+    }
+    assert_eq!(busy, 19);
+    assert_eq!(ringing.len(), 1, "one call rings");
+    let from = incoming["from"].as_str().expect("a caller").to_owned();
+    bob.send(json!({"id": "incomingCallResponse", "from": from, "callResponse": "accept", "sdpAnswer": "a"}))
+        .await;
+    assert_eq!(
+        ringing[0].expect("callResponse").await["response"],
+        "accepted"
+    );
+}
+
+macro_rules! on_shared_stores {
+    ($($test:ident),* $(,)?) => {
+        mod redis {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::topology::Store::Redis).await
+            })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::topology::Store::Cluster).await
+            })*
+        }
+    };
+}
+
+on_shared_stores!(
+    one_name_claimed_at_once_everywhere_goes_to_exactly_one,
+    callers_ringing_one_callee_at_once_one_rings_and_the_rest_are_busy,
+);
