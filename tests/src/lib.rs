@@ -171,6 +171,21 @@ impl Service {
     /// Starts `binary` with `args` and `env`, and waits for its announce line
     /// (`<name> listening key=addr key=addr`) on stdout.
     pub async fn start(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        Self::launch(binary, args, env, true).await
+    }
+
+    /// Starts a program that announces nothing (not one of ours): its readiness is the
+    /// caller's to check.
+    pub async fn start_foreign(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
+        Self::launch(binary, args, env, false).await
+    }
+
+    async fn launch(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        announces: bool,
+    ) -> Service {
         let mut child = Command::new(binary)
             .args(args)
             .env(
@@ -190,6 +205,13 @@ impl Service {
         let (stdout_tx, mut stdout_rx) = mpsc::unbounded_channel();
         logs.collect(child.stdout.take().expect("piped stdout"), Some(stdout_tx));
         logs.collect(child.stderr.take().expect("piped stderr"), None);
+        if !announces {
+            return Service {
+                child,
+                addrs: Vec::new(),
+                logs,
+            };
+        }
 
         let announce = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = stdout_rx.recv().await {

@@ -95,6 +95,27 @@ impl NetNs {
         env: &[(String, String)],
         service_account: Option<&Path>,
     ) -> Service {
+        self.run(program, args, env, service_account, true).await
+    }
+
+    /// [`NetNs::start`] for a program that announces nothing (not one of ours).
+    pub async fn start_foreign(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Service {
+        self.run(program, args, env, None, false).await
+    }
+
+    async fn run(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        service_account: Option<&Path>,
+        announces: bool,
+    ) -> Service {
         let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), self.name.clone()];
         if let Some(folder) = service_account {
             // No fork: the service keeps the process id, so signals reach it directly.
@@ -120,7 +141,11 @@ impl NetNs {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         // `ip netns exec`, `unshare` and `sh` all exec what follows: the process is the
         // service itself.
-        Service::start(Path::new("ip"), &wrapped, &env).await
+        if announces {
+            Service::start(Path::new("ip"), &wrapped, &env).await
+        } else {
+            Service::start_foreign(Path::new("ip"), &wrapped, &env).await
+        }
     }
 }
 

@@ -44,6 +44,11 @@ impl Redis {
         self.port
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     async fn launch(&mut self, extra: &[&str]) {
         let child = spawn(self.port, self.dir.path(), extra);
         self.child = Some(child);
@@ -181,6 +186,11 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The masters' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(Redis::pid).collect()
     }
 
     /// The keys held by each master: the data is spread over them.

@@ -98,6 +98,19 @@ impl Topology {
         }
     }
 
+    /// The processes that carry calls: gateways, signaling replicas and the store.
+    pub fn call_path_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .gateways
+            .iter()
+            .chain(&self.signaling)
+            .filter_map(Service::pid)
+            .collect();
+        pids.extend(self.redis.as_ref().and_then(Redis::pid));
+        pids.extend(self.cluster.iter().flat_map(RedisCluster::pids));
+        pids
+    }
+
     /// A browser on the next gateway, in turn.
     pub async fn browser(&self) -> Browser {
         let turn = self.next_browser.fetch_add(1, Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! The gRPC adapter: `signaling.v1.SignalingService/Attach` over the [`Hub`]. Each session's
+//! The gRPC adapter: `signaling.v1.SignalingService/Attach` over the [`Hub`] (what its messages
+//! mean is [`crate::wire`]). Each session's
 //! commands are handled one after the other, in the order the gateway sent them; different
 //! sessions' commands run concurrently (a store round trip for one does not hold the others).
 
@@ -13,10 +14,8 @@ use futures_util::{FutureExt, StreamExt as _, future::BoxFuture, stream::Futures
 use stunner_proto::signaling::v1::{
     self as pb,
     gateway_message::Body as In,
-    session_message::Body as Out,
     signaling_service_server::{SignalingService, SignalingServiceServer},
 };
-use svc_common::telemetry::TRACEPARENT;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -26,7 +25,8 @@ use crate::{
     directory::{Directory, Inbound, InboxSink},
     hub::{Hub, SEEN_EVERY, StreamGuard},
     name::Name,
-    vocabulary::{CallState, Command, Event, GatewayId, Reason, Request as Req, Role, SessionKey},
+    vocabulary::{Command, GatewayId, SessionKey},
+    wire,
 };
 
 /// Deliveries a gateway stream may fall behind by before it is cut (rather than growing memory
@@ -107,7 +107,11 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
             acks: Acks::default(),
         };
         self.tasks.spawn(reader.run(inbound));
-        let deliveries = ReceiverStream::new(deliveries).map(session_message);
+        let deliveries = ReceiverStream::new(deliveries).map(|inbound: Inbound| {
+            let mut message = inbound.message;
+            message.position = inbound.position.unwrap_or_default();
+            message
+        });
         let outbound = futures_util::stream::select(deliveries, ReceiverStream::new(control))
             .map(Ok)
             .take_until(cut.cancelled_owned());
@@ -169,14 +173,11 @@ impl Acks {
         self.open.first().map_or(self.seen, |first| first - 1)
     }
 
-    /// The acknowledgement to send now, if any: at once when nothing is in flight, otherwise
-    /// only when `due`.
-    fn due(&mut self, due: bool) -> Option<u64> {
+    /// The acknowledgement to send now, if any: every [`ACK_EVERY`] at most, one for
+    /// everything handled since the last (they are cumulative).
+    fn due(&self) -> Option<u64> {
         let upto = self.upto();
-        (upto > self.sent && (due || self.open.is_empty())).then(|| {
-            self.sent = upto;
-            upto
-        })
+        (upto > self.sent).then_some(upto)
     }
 }
 
@@ -197,22 +198,24 @@ impl<D: Directory> Reader<D> {
         let mut acks = tokio::time::interval(ACK_EVERY);
         acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let draining = self.hub.draining_token();
-        let mut told_draining = false;
+        let (mut told_draining, mut draining_sent) = (false, false);
         let mut renew = tokio::time::interval(RENEW_EVERY);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut ack_due = false;
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 () = self.cut.cancelled() => break,
                 () = draining.cancelled(), if !told_draining => {
                     told_draining = true;
-                    self.tell(pb::session_message::Body::Draining(pb::Draining {}));
+                    draining_sent = self.try_tell(pb::session_message::Body::Draining(pb::Draining {}));
                 }
                 changed = self.epoch.changed() => {
                     if changed.is_ok() {
                         let welcome = self.hub.welcome(&self.epoch.borrow_and_update());
-                        let _ = self.control.try_send(welcome);
+                        if self.control.try_send(welcome).is_err() {
+                            tracing::warn!(gateway = %self.gateway, "gateway not reading its stream; cutting it");
+                            break;
+                        }
                     }
                 }
                 _ = alive.tick() => self.hub.seen(self.gateway).await,
@@ -222,7 +225,17 @@ impl<D: Directory> Reader<D> {
                         tracing::warn!(gateway = %self.gateway, %error, "cannot renew the gateway's leases");
                     }
                 }
-                _ = acks.tick() => ack_due = true,
+                _ = acks.tick() => {
+                    // Cumulative: one that finds the stream full is made good by the next.
+                    if let Some(upto) = self.acks.due()
+                        && self.try_tell(pb::session_message::Body::Processed(pb::Processed { seq: upto }))
+                    {
+                        self.acks.sent = upto;
+                    }
+                    if told_draining && !draining_sent {
+                        draining_sent = self.try_tell(pb::session_message::Body::Draining(pb::Draining {}));
+                    }
+                }
                 Some((session, seq)) = running.next() => {
                     self.acks.finished(seq);
                     // That session's command is done: start its next one, if any.
@@ -255,11 +268,6 @@ impl<D: Directory> Reader<D> {
                         break;
                     }
                 },
-            }
-            if let Some(upto) = self.acks.due(ack_due) {
-                self.tell(pb::session_message::Body::Processed(pb::Processed {
-                    seq: upto,
-                }));
             }
         }
         // What was already taken in is finished, so no session's command is half done.
@@ -294,7 +302,12 @@ impl<D: Directory> Reader<D> {
                 tracing::warn!(gateway = %self.gateway, session = message.session_id, "gateway message without a command");
                 None
             }
-            Some(_) => job(message),
+            Some(_) => wire::command(message).map(|(seq, user, command, span)| Job {
+                seq,
+                user,
+                command,
+                span,
+            }),
         }
     }
 
@@ -314,15 +327,14 @@ impl<D: Directory> Reader<D> {
         self.hub.subscribe(self.gateway, from, inbox).await;
     }
 
-    fn tell(&self, body: pb::session_message::Body) {
+    /// Queues a control message; `false` when the stream is too far behind to take it now
+    /// (the caller tries again later).
+    fn try_tell(&self, body: pb::session_message::Body) -> bool {
         let message = pb::SessionMessage {
             body: Some(body),
             ..Default::default()
         };
-        if self.control.try_send(message).is_err() {
-            tracing::warn!(gateway = %self.gateway, "gateway not reading its stream; cutting it");
-            self.cut.cancel();
-        }
+        self.control.try_send(message).is_ok()
     }
 
     fn start(&self, session: u64, job: Job) -> BoxFuture<'static, (u64, u64)> {
@@ -342,205 +354,5 @@ impl<D: Directory> Reader<D> {
             (session, seq)
         }
         .boxed()
-    }
-}
-
-/// The command a gateway message carries, with the span it is routed under: calls and answers
-/// continue the trace of the call they belong to; the rest are not traced.
-fn job(message: pb::GatewayMessage) -> Option<Job> {
-    let pb::GatewayMessage {
-        body,
-        trace_context,
-        user,
-        seq,
-        ..
-    } = message;
-    let incoming = trace_context.get(TRACEPARENT);
-    let body = body?;
-    let span = match (
-        &body,
-        incoming.filter(|_| svc_common::telemetry::exporting()),
-    ) {
-        (In::Call(c), Some(traceparent)) => routing_span("route call", traceparent, &c.to),
-        (In::Answer(a), Some(traceparent)) => routing_span("route answer", traceparent, &a.from),
-        _ => tracing::Span::none(),
-    };
-    // The call's deliveries continue from the routing span, or from the gateway's span when
-    // nothing is exported here.
-    let trace = || {
-        span.in_scope(svc_common::telemetry::current_traceparent)
-            .or_else(|| incoming.cloned())
-    };
-    let command = match body {
-        In::Register(r) => Command::Register {
-            name: r.name,
-            resume_token: (!r.resume_token.is_empty()).then_some(r.resume_token),
-            rejoin: r.rejoin_call_id.parse().ok(),
-            reassert: r.reassert.then(|| r.call.and_then(call_state)),
-        },
-        In::Call(c) => Command::Call {
-            to: c.to,
-            sdp_offer: c.sdp_offer,
-            trace: trace(),
-        },
-        In::Answer(a) => Command::Answer {
-            from: a.from,
-            accept: a.accept,
-            sdp_answer: a.sdp_answer,
-        },
-        In::Candidate(c) => Command::Candidate(c.candidate_json),
-        In::Stop(_) => Command::Stop,
-        In::Closed(_) => Command::Closed,
-        In::Lost(_) => Command::Lost,
-        In::Hello(_) | In::Subscribe(_) => return None,
-    };
-    Some(Job {
-        seq,
-        user: Name::parse(&user).ok(),
-        command,
-        span,
-    })
-}
-
-/// A call as a gateway states it; `None` when it does not parse.
-fn call_state(call: pb::CallState) -> Option<CallState> {
-    Some(CallState {
-        id: call.call_id.parse().ok()?,
-        peer: Name::parse(&call.peer).ok()?,
-        role: if call.caller {
-            Role::Caller
-        } else {
-            Role::Callee
-        },
-        up: call.up,
-    })
-}
-
-/// A span for routing one call message, continuing the sender's trace.
-fn routing_span(name: &'static str, traceparent: &str, peer: &str) -> tracing::Span {
-    let span = tracing::info_span!(
-        "route",
-        otel.name = name,
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = "signaling.v1.SignalingService",
-        rpc.method = "Attach",
-        peer = peer,
-    );
-    svc_common::telemetry::continue_traceparent(&span, traceparent);
-    span
-}
-
-fn session_message(inbound: Inbound) -> pb::SessionMessage {
-    let Inbound { position, delivery } = inbound;
-    // Candidates are most of the traffic and show no trace id to the browser: their trace
-    // context is only worth its allocation when spans are exported.
-    let traced =
-        !matches!(delivery.event, Event::Candidate(_)) || svc_common::telemetry::exporting();
-    let trace = delivery.trace.filter(|_| traced);
-    let body = match delivery.event {
-        Event::Registered {
-            name,
-            resume_token,
-            call,
-        } => Out::Registered(pb::Registered {
-            name: name.as_str().to_owned(),
-            resume_token,
-            call: call.map(|call| pb::CallState {
-                call_id: call.id.to_string(),
-                peer: call.peer.as_str().to_owned(),
-                caller: call.role == Role::Caller,
-                up: call.up,
-            }),
-        }),
-        Event::Refused {
-            request,
-            reason,
-            message,
-        } => Out::Refused(pb::Refused {
-            request: request_code(request).into(),
-            reason: reason_code(reason).into(),
-            message,
-        }),
-        Event::IncomingCall {
-            from,
-            sdp_offer,
-            call,
-        } => Out::IncomingCall(pb::IncomingCall {
-            from: from.as_str().to_owned(),
-            sdp_offer,
-            call_id: call.to_string(),
-        }),
-        Event::CallAccepted {
-            sdp_answer, call, ..
-        } => Out::CallAccepted(pb::CallAccepted {
-            sdp_answer,
-            call_id: call.to_string(),
-        }),
-        Event::StartCommunication { call } => Out::StartCommunication(pb::StartCommunication {
-            call_id: call.to_string(),
-        }),
-        Event::Candidate(candidate_json) => Out::Candidate(pb::Candidate { candidate_json }),
-        Event::StopCommunication {
-            reason,
-            message,
-            call,
-        } => Out::StopCommunication(pb::StopCommunication {
-            reason: reason_code(reason).into(),
-            message,
-            call_id: call.to_string(),
-        }),
-    };
-    pb::SessionMessage {
-        session_id: delivery.to.session,
-        body: Some(body),
-        trace_context: trace
-            .map(|trace| [(TRACEPARENT.to_owned(), trace)].into())
-            .unwrap_or_default(),
-        position: position.unwrap_or_default(),
-    }
-}
-
-/// The wire value of a request: `REQUEST_` and its name, derived rather than listed.
-fn request_code(request: Req) -> pb::Request {
-    let name = format!("REQUEST_{}", format!("{request:?}").to_uppercase());
-    pb::Request::from_str_name(&name).unwrap_or(pb::Request::Unspecified)
-}
-
-/// The wire value of a reason: `REASON_` and its machine-readable name in capitals.
-pub fn reason_code(reason: Reason) -> pb::Reason {
-    let name = format!("REASON_{}", reason.as_str().to_uppercase());
-    pb::Reason::from_str_name(&name).unwrap_or(pb::Reason::Unspecified)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_reason_and_request_has_its_wire_value() {
-        for reason in Reason::ALL {
-            let code = reason_code(*reason);
-            assert_ne!(code, pb::Reason::Unspecified, "{reason:?}");
-            assert_eq!(
-                code.as_str_name()
-                    .strip_prefix("REASON_")
-                    .map(str::to_lowercase),
-                Some(reason.as_str().to_owned())
-            );
-        }
-        for request in [
-            Req::Register,
-            Req::Call,
-            Req::Answer,
-            Req::Candidate,
-            Req::Stop,
-        ] {
-            assert_ne!(
-                request_code(request),
-                pb::Request::Unspecified,
-                "{request:?}"
-            );
-        }
     }
 }

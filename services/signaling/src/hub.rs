@@ -331,6 +331,10 @@ mod tests {
             self.check()?;
             self.inner.update(name, change).await
         }
+        async fn route(&self, name: &Name) -> Result<Option<crate::record::Route>> {
+            self.check()?;
+            self.inner.route(name).await
+        }
         async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
             self.inner.deliver(deliveries).await
         }
@@ -420,16 +424,15 @@ mod tests {
 
         hub.directory().down.store(true, Ordering::Relaxed);
         hub.handle(alice, None, register()).await;
-        let refusal = inbox.recv().await.expect("an answer").delivery;
-        assert_eq!(refusal.to, alice);
+        let refusal = inbox.recv().await.expect("an answer").message;
+        assert_eq!(refusal.session_id, alice.session);
         assert!(
             matches!(
-                &refusal.event,
-                Event::Refused {
-                    request: crate::vocabulary::Request::Register,
-                    reason: Reason::Unavailable,
-                    message,
-                } if message.contains("unavailable")
+                &refusal.body,
+                Some(pb::session_message::Body::Refused(pb::Refused { request, reason, message }))
+                    if *request == pb::Request::Register as i32
+                        && *reason == pb::Reason::Unavailable as i32
+                        && message.contains("unavailable")
             ),
             "{refusal:?}"
         );
@@ -440,9 +443,12 @@ mod tests {
 
         hub.directory().down.store(false, Ordering::Relaxed);
         hub.handle(alice, None, register()).await;
-        let registered = inbox.recv().await.expect("an answer").delivery;
+        let registered = inbox.recv().await.expect("an answer").message;
         assert!(
-            matches!(registered.event, Event::Registered { .. }),
+            matches!(
+                registered.body,
+                Some(pb::session_message::Body::Registered(_))
+            ),
             "{registered:?}"
         );
     }

@@ -15,3 +15,4 @@ pub mod name;
 pub mod record;
 pub mod switchboard;
 pub mod vocabulary;
+pub mod wire;

@@ -76,6 +76,15 @@ impl UserRecord {
         self.holder.is_none() && self.away_until.is_some_and(|until| until <= now)
     }
 
+    /// Where this user can be reached for its call, while the call is up and the user is here.
+    pub fn route(&self) -> Option<Route> {
+        let leg = self.call.as_ref()?;
+        (!leg.ringing() && !leg.flushing).then_some(Route {
+            call: leg.id,
+            holder: self.holder?,
+        })
+    }
+
     /// Whether `session` holds the name.
     pub fn held_by(&self, session: SessionKey) -> bool {
         self.holder == Some(session)
@@ -150,6 +159,36 @@ impl Leg {
     }
 }
 
+/// Where a user in a call that is up can be reached: what relaying a candidate needs, kept
+/// apart from the record so a shared store can answer it without reading the whole record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub call: CallId,
+    pub holder: SessionKey,
+}
+
+impl Route {
+    /// `<call>|<gateway>|<session>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.call, self.holder.gateway, self.holder.session
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split('|');
+        let route = Route {
+            call: parts.next()?.parse().ok()?,
+            holder: SessionKey {
+                gateway: parts.next()?.parse().ok()?,
+                session: parts.next()?.parse().ok()?,
+            },
+        };
+        parts.next().is_none().then_some(route)
+    }
+}
+
 /// Where an event for a user went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {
@@ -174,7 +213,7 @@ pub fn token_matches(presented: &str, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocabulary::GatewayId;
+    use crate::vocabulary::{CallId, GatewayId};
 
     const A: SessionKey = SessionKey {
         gateway: GatewayId(1),
@@ -211,6 +250,17 @@ mod tests {
         assert!(!record.hold(Event::Candidate("one too many".into())));
         let mut record = UserRecord::new(A, "t".into());
         assert!(!record.hold(Event::Candidate("x".repeat(MAX_PENDING_BYTES))));
+    }
+
+    #[test]
+    fn routes_round_trip() {
+        let route = Route {
+            call: CallId(0xabc),
+            holder: B,
+        };
+        assert_eq!(Route::decode(&route.encode()), Some(route));
+        assert_eq!(Route::decode(""), None);
+        assert_eq!(Route::decode("1|2"), None);
     }
 
     #[test]

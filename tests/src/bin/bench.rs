@@ -1,8 +1,11 @@
 //! Load benchmark of the call path: browsers over WebSocket → gateway → signaling → gateway,
-//! as separate processes, with 4 KB SDPs and 10 candidates per side per call; then of
-//! ice-config alone, over gRPC and over REST. Prints figures; asserts nothing. Build the release binaries first:
+//! as separate processes, with 4 KB SDPs and 10 candidates per side per call, with one
+//! signaling in memory and with two replicas on Redis (same run, as a ratio); of ice-config
+//! alone, over gRPC and over REST; light-load latency; memory per idle session. Prints figures;
+//! asserts nothing. Build the release binaries first:
 //!
-//!     cargo build --release --workspace --bins && ./target/release/bench
+//!     cargo build --release --workspace --bins && ./target/release/bench [--quick]
+//!         [--phases=ice,throughput,replicas,latency,memory] [--pairs=200 --seconds=10 …]
 //!
 //! The load generator shares the machine's cores with the servers, so server CPU is measured
 //! from /proc (user + system time of the three processes), not inferred from wall time.
@@ -17,58 +20,154 @@ use std::{
 
 use serde_json::{Value, json};
 use testkit::{
-    Browser, Stack,
+    Browser,
     stack::{Flags, static_config},
+    topology::{Store, Topology},
 };
 
 const CANDIDATES: usize = 10;
 
+/// What to run and how much of it.
+struct Options {
+    phases: Vec<String>,
+    pairs: usize,
+    seconds: u64,
+    light_pairs: usize,
+    idle: usize,
+    ice_seconds: u64,
+    ice_concurrency: usize,
+}
+
+impl Options {
+    fn parse() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let arg = |name: &str, default: u64, quick_default: u64| -> u64 {
+            let flag = format!("--{name}=");
+            args.iter()
+                .find_map(|a| a.strip_prefix(&flag).and_then(|v| v.parse().ok()))
+                .unwrap_or(if quick { quick_default } else { default })
+        };
+        let phases = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--phases="))
+            .unwrap_or("ice,throughput,replicas,latency,memory")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        Self {
+            phases,
+            pairs: arg("pairs", 200, 50) as usize,
+            seconds: arg("seconds", 10, 3),
+            light_pairs: arg("light-pairs", 100, 20) as usize,
+            idle: arg("idle", 5000, 1000) as usize,
+            ice_seconds: arg("ice-seconds", 5, 2),
+            ice_concurrency: arg("ice-concurrency", 64, 32) as usize,
+        }
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+}
+
+/// Gateways without the per-browser limits, which the load would trip.
+const UNLIMITED: &[&str] = &[
+    "--session-rate",
+    "1000000",
+    "--session-burst",
+    "1000000",
+    "--session-queue",
+    "4096",
+];
+
 #[tokio::main]
 async fn main() {
-    let arg = |name: &str, default: u64| -> u64 {
-        let flag = format!("--{name}=");
-        std::env::args()
-            .find_map(|a| a.strip_prefix(&flag).and_then(|v| v.parse().ok()))
-            .unwrap_or(default)
+    let options = Options::parse();
+    let flags = || Flags {
+        gateway: UNLIMITED,
+        ..Default::default()
     };
-    let pairs = arg("pairs", 200) as usize;
-    let seconds = arg("seconds", 10);
-    let light_pairs = arg("light-pairs", 100) as usize;
-    let idle = arg("idle", 5000) as usize;
-    let ice_seconds = arg("ice-seconds", 5);
-    let ice_concurrency = arg("ice-concurrency", 64) as usize;
-
-    let stack = Stack::start(
-        &static_config(3478),
-        Flags {
-            gateway: &[
-                "--session-rate",
-                "1000000",
-                "--session-burst",
-                "1000000",
-                "--session-queue",
-                "4096",
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
-    let servers =
-        [&stack.gateway, &stack.signaling, &stack.ice_config].map(|s| s.pid().expect("running"));
+    let single = Topology::start(Store::Memory, &static_config(3478), flags()).await;
     let sdp = sdp(4096);
     let epoch = Instant::now();
 
-    ice_config_throughput(&stack, servers[2], ice_seconds, ice_concurrency).await;
+    if options.runs("ice") {
+        let pid = single.ice_config.pid().expect("running");
+        ice_config_throughput(&single, pid, options.ice_seconds, options.ice_concurrency).await;
+    }
 
-    println!("== throughput: {pairs} pairs calling back to back for {seconds}s");
-    let pair_set = connect_pairs(&stack, pairs, "t").await;
+    let mut in_memory = None;
+    if options.runs("throughput") {
+        println!(
+            "== throughput: {} pairs calling back to back for {}s, one signaling in memory",
+            options.pairs, options.seconds
+        );
+        in_memory = Some(throughput(&single, &options, &sdp, epoch, "t").await);
+    }
+
+    if options.runs("replicas") {
+        println!(
+            "== throughput: {} pairs, 2 gateways x 2 signaling replicas on Redis (caller and callee on different gateways and replicas)",
+            options.pairs
+        );
+        let replicas = Topology::start(Store::Redis, &static_config(3478), flags()).await;
+        let shared = throughput(&replicas, &options, &sdp, epoch, "r").await;
+        if let Some(in_memory) = &in_memory {
+            println!(
+                "ratio to one replica in memory: {:.2}x the CPU per delivered message, {:.2}x the messages/s",
+                shared.cpu_per_message / in_memory.cpu_per_message,
+                shared.per_second / in_memory.per_second
+            );
+        }
+    }
+
+    if options.runs("latency") {
+        latency(&single, &options, &sdp, epoch).await;
+    }
+
+    if options.runs("memory") {
+        println!("== memory: {} idle registered sessions", options.idle);
+        let pids = single.call_path_pids();
+        let rss_before = rss_kib(&pids);
+        let mut sessions = Vec::with_capacity(options.idle);
+        for n in 0..options.idle {
+            let mut browser = single.browser().await;
+            browser.register_ok(&format!("idle{n}")).await;
+            sessions.push(browser);
+        }
+        let rss_after = rss_kib(&pids);
+        println!(
+            "gateway + signaling RSS:   {rss_before} KiB -> {rss_after} KiB = {:.1} KiB per idle session",
+            (rss_after - rss_before) as f64 / options.idle as f64
+        );
+    }
+}
+
+/// What a throughput run measured.
+struct Throughput {
+    per_second: f64,
+    cpu_per_message: f64,
+}
+
+/// Pairs calling back to back; CPU of every process on the call path (store included).
+async fn throughput(
+    topology: &Topology,
+    options: &Options,
+    sdp: &str,
+    epoch: Instant,
+    prefix: &str,
+) -> Throughput {
+    let servers = topology.call_path_pids();
+    let pair_set = connect_pairs(topology, options.pairs, prefix).await;
     let cpu_before = cpu_ticks(&servers);
+    let each_before: Vec<u64> = servers.iter().map(|p| cpu_ticks(&[*p])).collect();
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (mut caller, mut callee, name) in pair_set {
-        let (delivered, stop, sdp) = (delivered.clone(), stop.clone(), sdp.clone());
+        let (delivered, stop, sdp) = (delivered.clone(), stop.clone(), sdp.to_owned());
         tasks.spawn(async move {
             let mut samples = Samples::default();
             while !stop.load(Ordering::Relaxed) {
@@ -78,7 +177,7 @@ async fn main() {
             samples
         });
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    tokio::time::sleep(Duration::from_secs(options.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut samples = Samples::default();
     while let Some(done) = tasks.join_next().await {
@@ -88,27 +187,47 @@ async fn main() {
     let cpu = cpu_ticks(&servers) - cpu_before;
     let delivered = delivered.load(Ordering::Relaxed);
     let cpu_us = cpu as f64 * 10_000.0; // 100 ticks a second
+    let each: Vec<String> = servers
+        .iter()
+        .zip(&each_before)
+        .map(|(pid, before)| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let us = (cpu_ticks(&[*pid]) - before) as f64 * 10_000.0 / delivered.max(1) as f64;
+            format!("{} {us:.1}", name.trim())
+        })
+        .collect();
+    let result = Throughput {
+        per_second: delivered as f64 / elapsed,
+        cpu_per_message: cpu_us / delivered as f64,
+    };
     println!(
         "delivered messages:        {delivered} in {elapsed:.1}s = {:.0} msg/s",
-        delivered as f64 / elapsed
+        result.per_second
     );
     println!(
-        "server CPU (3 processes):  {:.2} s = {:.1} us per delivered message",
+        "server CPU ({} processes): {:.2} s = {:.1} us per delivered message",
+        servers.len(),
         cpu_us / 1e6,
-        cpu_us / delivered as f64
+        result.cpu_per_message
     );
+    println!("  of which (us per message): {}", each.join(", "));
     println!(
         "call setup under load:     p50 {} p99 {}",
         samples.setup.p(50.0),
         samples.setup.p(99.0)
     );
+    result
+}
 
+/// Light load: one call per second per pair, spread over the second.
+async fn latency(topology: &Topology, options: &Options, sdp: &str, epoch: Instant) {
+    let (light_pairs, seconds) = (options.light_pairs, options.seconds);
     println!("== latency: {light_pairs} pairs, one call per second each, {seconds}s");
-    let pair_set = connect_pairs(&stack, light_pairs, "l").await;
+    let pair_set = connect_pairs(topology, light_pairs, "l").await;
     let mut tasks = tokio::task::JoinSet::new();
     let spread = Duration::from_secs(1) / u32::try_from(light_pairs.max(1)).unwrap_or(1);
     for (n, (mut caller, mut callee, name)) in pair_set.into_iter().enumerate() {
-        let sdp = sdp.clone();
+        let sdp = sdp.to_owned();
         // Spread the pairs over the second, so the load is light rather than one burst.
         let start = tokio::time::Instant::now() + spread * u32::try_from(n).unwrap_or(0);
         tasks.spawn(async move {
@@ -134,20 +253,6 @@ async fn main() {
         "candidate relay:                   p50 {} p99 {}",
         samples.candidate.p(50.0),
         samples.candidate.p(99.0)
-    );
-
-    println!("== memory: {idle} idle registered sessions");
-    let rss_before = rss_kib(&servers[..2]);
-    let mut sessions = Vec::with_capacity(idle);
-    for n in 0..idle {
-        let mut browser = stack.browser().await;
-        browser.register_ok(&format!("idle{n}")).await;
-        sessions.push(browser);
-    }
-    let rss_after = rss_kib(&servers[..2]);
-    println!(
-        "gateway + signaling RSS:   {rss_before} KiB -> {rss_after} KiB = {:.1} KiB per idle session",
-        (rss_after - rss_before) as f64 / idle as f64
     );
 }
 
@@ -208,7 +313,7 @@ async fn expect(browser: &mut Browser, id: &str) -> Value {
 
 /// Requests per second ice-config answers, `concurrency` requests in flight, over gRPC (spread
 /// over 4 HTTP/2 connections) and then over REST (HTTP/1.1 keep-alive).
-async fn ice_config_throughput(stack: &Stack, pid: u32, seconds: u64, concurrency: usize) {
+async fn ice_config_throughput(stack: &Topology, pid: u32, seconds: u64, concurrency: usize) {
     use stunner_proto::iceconfig::v1::{
         GetIceConfigRequest, ice_config_service_client::IceConfigServiceClient,
     };
@@ -277,7 +382,7 @@ async fn ice_config_throughput(stack: &Stack, pid: u32, seconds: u64, concurrenc
 }
 
 async fn connect_pairs(
-    stack: &Stack,
+    stack: &Topology,
     pairs: usize,
     prefix: &str,
 ) -> Vec<(Browser, Browser, String)> {

@@ -100,6 +100,9 @@ struct State {
     position: Option<Position>,
     /// The store's epoch, as the replicas last said.
     epoch: Option<String>,
+    /// Messages that must not be lost, lost with a replica while no other was attached: sent
+    /// as soon as one is.
+    resend: Vec<(u64, GatewayMessage)>,
 }
 
 pub struct Link {
@@ -255,6 +258,18 @@ impl State {
             tracing::warn!(session, "browser too slow to read its messages; closing");
             *lock(&entry.reason) = Some(Ended::TooSlow);
             entry.ended.cancel();
+        }
+    }
+
+    /// What could not be re-sent when its replica was lost, now that one is attached.
+    fn resend_held(&mut self) {
+        for (session, mut message) in std::mem::take(&mut self.resend) {
+            let sent = self
+                .home(session)
+                .is_some_and(|home| self.send_to(home, session, &mut message));
+            if !sent {
+                self.resend.push((session, message));
+            }
         }
     }
 

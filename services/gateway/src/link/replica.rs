@@ -181,6 +181,7 @@ impl Link {
         replica.seq = 0;
         replica.acked = 0;
         state.store_epoch(&welcome.store_epoch);
+        state.resend_held();
         if state.reader.is_none_or(|reader| {
             state
                 .replicas

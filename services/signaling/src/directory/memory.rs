@@ -12,7 +12,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::{Change, Counts, Directory, Inbound, InboxSink, Result, Timer};
 use crate::{
     name::Name,
-    record::{Role, UserRecord},
+    record::{Role, Route, UserRecord},
     vocabulary::{Delivery, GatewayId, Timestamp},
 };
 
@@ -73,6 +73,10 @@ impl Directory for MemoryDirectory {
         })
     }
 
+    async fn route(&self, name: &Name) -> Result<Option<Route>> {
+        Ok(self.lock().users.get(name).and_then(UserRecord::route))
+    }
+
     async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
         let mut state = self.lock();
         for delivery in deliveries {
@@ -83,7 +87,7 @@ impl Directory for MemoryDirectory {
             };
             let inbound = Inbound {
                 position: None,
-                delivery,
+                message: crate::wire::session_message(delivery),
             };
             match inbox.sink.try_send(inbound) {
                 Ok(()) => {}

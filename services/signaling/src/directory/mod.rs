@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     name::Name,
-    record::UserRecord,
+    record::{Route, UserRecord},
     vocabulary::{CallId, Delivery, GatewayId, Timestamp},
 };
 
@@ -58,13 +58,13 @@ pub enum Timer {
     Grace { name: Name, epoch: u64 },
 }
 
-/// What a subscribed gateway stream is sent: deliveries, each with its position in the
-/// gateway's inbox where the store has one (Redis), so a gateway that moves to another replica
-/// carries on from where it was.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a subscribed gateway stream is sent: deliveries, as they go on the wire, each with its
+/// position in the gateway's inbox where the store has one (Redis), so a gateway that moves to
+/// another replica carries on from where it was.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Inbound {
     pub position: Option<String>,
-    pub delivery: Delivery,
+    pub message: stunner_proto::signaling::v1::SessionMessage,
 }
 
 /// Where a gateway's deliveries go on this replica, until `cut` (the gateway's inbox is read
@@ -98,6 +98,10 @@ pub trait Directory: Send + Sync + 'static {
     where
         T: Send,
         F: FnMut(Option<&UserRecord>) -> Change<T> + Send;
+
+    /// Where `name` can be reached for its call, if the call is up and the user is here
+    /// (see [`UserRecord::route`]): a cheap read for relaying candidates.
+    fn route(&self, name: &Name) -> impl Future<Output = Result<Option<Route>>> + Send;
 
     /// Hands deliveries to their sessions' gateways, keeping their order per gateway.
     fn deliver(&self, deliveries: Vec<Delivery>) -> impl Future<Output = Result<()>> + Send;

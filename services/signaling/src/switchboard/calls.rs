@@ -233,34 +233,62 @@ impl<D: Directory> Switchboard<D> {
         user: Option<&Name>,
         candidate: String,
     ) -> Result<()> {
-        let leg = match user {
-            Some(me) => self
-                .directory
-                .load(me)
-                .await?
-                .filter(|r| r.held_by(from))
-                .and_then(|r| r.call),
-            None => None,
-        };
-        let Some(leg) = leg else {
+        let Some(me) = user else {
             out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call");
             return Ok(());
         };
-        out.trace.clone_from(&leg.trace);
-        let told = if leg.role == Role::Caller {
-            self.to_callee(out, from, &leg, candidate).await?
-        } else {
-            let event = Event::Candidate(candidate);
-            self.tell(out, &leg.peer, leg.id, LegChange::Keep, event)
-                .await?
+        // The sender's leg as last read, if it was: candidates are most of the traffic, and the
+        // peer's record (read anyway) says whether the call is still on. A stale one is read
+        // again once.
+        let mut cached = self.cached_leg(from);
+        let told = loop {
+            let fresh = cached.is_none();
+            let leg = match cached.take() {
+                Some(leg) => leg,
+                None => match self
+                    .directory
+                    .load(me)
+                    .await?
+                    .filter(|r| r.held_by(from))
+                    .and_then(|r| r.call)
+                {
+                    Some(leg) => {
+                        self.cache_leg(from, &leg);
+                        leg
+                    }
+                    None => break None,
+                },
+            };
+            out.trace.clone_from(&leg.trace);
+            // Most candidates are sent while the call is up: the peer's route is all they need.
+            if let Some(route) = self.directory.route(&leg.peer).await?
+                && route.call == leg.id
+            {
+                out.send(route.holder, Event::Candidate(candidate));
+                return Ok(());
+            }
+            let told = if leg.role == Role::Caller {
+                self.to_callee(out, from, &leg, candidate.clone()).await?
+            } else {
+                let event = Event::Candidate(candidate.clone());
+                self.tell(out, &leg.peer, leg.id, LegChange::Keep, event)
+                    .await?
+            };
+            if told.is_some() || fresh {
+                break told.map(|told| (told, leg.peer));
+            }
+            self.forget_leg(from);
         };
         match told {
-            Some(Told::Live(_) | Told::Held) => {}
-            Some(Told::Dropped) => {
-                let message = format!("{} is away and cannot take more now", leg.peer);
+            Some((Told::Live(_) | Told::Held, _)) => {}
+            Some((Told::Dropped, peer)) => {
+                let message = format!("{peer} is away and cannot take more now");
                 out.refuse(from, Request::Candidate, Reason::TooManyCandidates, message);
             }
-            None => out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call"),
+            None => {
+                self.forget_leg(from);
+                out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call");
+            }
         }
         Ok(())
     }

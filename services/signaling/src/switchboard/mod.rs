@@ -13,7 +13,7 @@
 //! sees the winner's outcome: two callers ringing one callee both claim their own leg, then race
 //! for the callee's, and the second is told busy and gives its own leg back.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use crate::{
     directory::{Change, Directory, Result, Timer},
@@ -27,10 +27,15 @@ use crate::{
 /// A caller's leg outlives its ringing deadline by this much before it is taken for stale (a
 /// call whose callee could not be reached because the store failed half-way).
 const STALE_RINGING: Duration = Duration::from_secs(5);
+/// The most legs kept for candidates (a cache: emptied when full).
+const MAX_CACHED_LEGS: usize = 200_000;
 
 pub struct Switchboard<D> {
     directory: D,
     limits: Limits,
+    /// Each session's leg as its last candidate found it (see `candidate`); dropped by any
+    /// other command of the session.
+    legs: std::sync::Mutex<HashMap<SessionKey, Leg>>,
 }
 
 /// Collects deliveries while one command is handled, under the trace of the call at hand.
@@ -102,7 +107,11 @@ enum LegChange {
 
 impl<D: Directory> Switchboard<D> {
     pub fn new(directory: D, limits: Limits) -> Self {
-        Self { directory, limits }
+        Self {
+            directory,
+            limits,
+            legs: Default::default(),
+        }
     }
 
     pub fn directory(&self) -> &D {
@@ -119,6 +128,9 @@ impl<D: Directory> Switchboard<D> {
         command: Command,
     ) -> Result<Handled> {
         let mut out = Out::default();
+        if !matches!(command, Command::Candidate(_)) {
+            self.forget_leg(from);
+        }
         match command {
             Command::Register {
                 name,
@@ -190,10 +202,30 @@ impl<D: Directory> Switchboard<D> {
                 .await?;
         }
         out.deliveries.retain(|d| d.to.gateway != gateway);
+        lock(&self.legs).retain(|session, _| session.gateway != gateway);
         Ok(out.into())
     }
 
     // === helpers ===
+
+    fn cached_leg(&self, session: SessionKey) -> Option<Leg> {
+        lock(&self.legs).get(&session).cloned()
+    }
+
+    fn cache_leg(&self, session: SessionKey, leg: &Leg) {
+        let mut leg = leg.clone();
+        leg.buffered = Vec::new();
+        let mut legs = lock(&self.legs);
+        // Sessions that moved to another replica leave their entry here; bounded all the same.
+        if legs.len() >= MAX_CACHED_LEGS {
+            legs.clear();
+        }
+        legs.insert(session, leg);
+    }
+
+    fn forget_leg(&self, session: SessionKey) {
+        lock(&self.legs).remove(&session);
+    }
 
     /// Hands what is collected so far to the directory, now.
     async fn flush(&self, out: &mut Out) -> Result<()> {
@@ -378,6 +410,10 @@ fn in_call(record: &UserRecord, now: Timestamp) -> bool {
 
 const DISCONNECTED: &str = "remote user disconnected";
 const HUNG_UP: &str = "remote user hanged out";
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn refused(request: Request, reason: Reason, message: &str) -> Event {
     Event::Refused {

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -23,8 +23,11 @@ use tonic_health::pb::{
 
 use super::objects::*;
 
+/// The Secrets the manifests reference and the operator creates (the test plays the operator).
+const SECRETS: &[(&str, &str, &str)] = &[("signaling-redis", "password", "test-redis-password")];
+
 /// A container's environment as the kubelet would give it: literal values (with `$(VAR)`
-/// references expanded) and the downward API fields the manifests use.
+/// references expanded), the downward API fields and the Secret keys the manifests use.
 fn pod_env(
     container: &Value,
     pod: &str,
@@ -40,6 +43,16 @@ fn pod_env(
                 value = value.replace(&format!("$({earlier})"), earlier_value);
             }
             image_path(&value)
+        } else if let Some(secret) = var["valueFrom"]["secretKeyRef"].as_mapping() {
+            let (name, wanted) = (
+                secret.get("name").and_then(Value::as_str),
+                secret.get("key").and_then(Value::as_str),
+            );
+            SECRETS
+                .iter()
+                .find(|(n, k, _)| Some(*n) == name && Some(*k) == wanted)
+                .map(|(_, _, value)| (*value).to_owned())
+                .unwrap_or_else(|| panic!("the test has no Secret {name:?} key {wanted:?}"))
         } else {
             match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 Some("metadata.name") => pod.to_owned(),
@@ -99,6 +112,13 @@ async fn probe(ns_ip: Ipv4Addr, container: &Value, probe: &Value) -> Result<(), 
             .then_some(())
             .ok_or(format!("GET {url}: {status}"));
     }
+    if probe["tcpSocket"].is_mapping() {
+        let port = port(container, &probe["tcpSocket"]["port"]);
+        return tokio::net::TcpStream::connect((ns_ip, port))
+            .await
+            .map(drop)
+            .map_err(|e| format!("TCP {port}: {e}"));
+    }
     Err(format!("unknown probe {probe:?}"))
 }
 
@@ -125,6 +145,16 @@ impl Overlay {
 
     fn container(&self, service: &str) -> &Value {
         container(deployment(&self.objects, service))
+    }
+
+    /// What runs: our services, and what the overlay brings besides (its Redis).
+    fn deployments(&self) -> Vec<&str> {
+        let mut running: Vec<&str> = of_kind(&self.objects, "Deployment")
+            .map(name)
+            .filter(|n| !SERVICES.contains(n))
+            .collect();
+        running.extend(SERVICES);
+        running
     }
 
     fn pod(&self, service: &str) -> &Value {
@@ -181,6 +211,8 @@ struct Cluster {
     netns: NetNs,
     /// Serves for as long as the cluster is up.
     _cds: Option<FakeCds>,
+    /// The pods' emptyDir volumes.
+    scratch: tempfile::TempDir,
     api: Option<KubernetesApi>,
     collector: Option<otlp::Receiver>,
 }
@@ -229,6 +261,7 @@ impl Cluster {
         Self {
             netns,
             _cds: cds,
+            scratch: tempfile::tempdir().expect("temp dir"),
             api,
             collector,
         }
@@ -239,19 +272,46 @@ impl Cluster {
     async fn run(&self, overlay: &Overlay, service: &str) -> Service {
         let container = overlay.container(service);
         let command = str_list(&container["command"]);
-        let program = binary(
-            Path::new(&command[0])
-                .file_name()
-                .and_then(|f| f.to_str())
-                .expect("a binary"),
-        );
-        let args = str_list(&container["args"]);
+        // Ours are the workspace's binaries; another image's command is a program this machine
+        // has (redis-server).
+        let program = if SERVICES.contains(&service) {
+            binary(
+                Path::new(&command[0])
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .expect("a binary"),
+            )
+        } else {
+            PathBuf::from(&command[0])
+        };
         let mut env = pod_env(
             container,
             &format!("{service}-0"),
             &overlay.namespace,
             self.netns.ns_ip,
         );
+        // The kubelet expands `$(VAR)` in args from the container's env; an emptyDir mount is
+        // a folder of the test's.
+        let scratch = self.scratch.path().join(service);
+        let mounts: Vec<String> = container["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["mountPath"].as_str().map(str::to_owned))
+            .collect();
+        let args: Vec<String> = str_list(&container["args"])
+            .into_iter()
+            .map(|mut arg| {
+                for (key, value) in &env {
+                    arg = arg.replace(&format!("$({key})"), value);
+                }
+                if mounts.contains(&arg) {
+                    std::fs::create_dir_all(&scratch).expect("a scratch folder");
+                    arg = scratch.display().to_string();
+                }
+                arg
+            })
+            .collect();
         let mut service_account = None;
         if let Some(api) = &self.api {
             env.push((
@@ -266,9 +326,13 @@ impl Cluster {
                 service_account = Some(api.service_account.path());
             }
         }
-        self.netns
-            .start(&program, &args, &env, service_account)
-            .await
+        if SERVICES.contains(&service) {
+            self.netns
+                .start(&program, &args, &env, service_account)
+                .await
+        } else {
+            self.netns.start_foreign(&program, &args, &env).await
+        }
     }
 }
 
@@ -304,9 +368,10 @@ async fn probes_pass(overlay: &Overlay, cluster: &Cluster, service: &str, proces
 /// Every Service port leads to a container port that accepts connections.
 async fn service_ports_connect(overlay: &Overlay, cluster: &Cluster) {
     for service in overlay.services() {
+        let running = overlay.deployments();
         let selected = service["spec"]["selector"]["app.kubernetes.io/name"]
             .as_str()
-            .filter(|s| SERVICES.contains(s))
+            .filter(|s| running.contains(s))
             .unwrap_or_else(|| {
                 panic!(
                     "{}: Service {} selects none of the services",
@@ -362,8 +427,8 @@ async fn run_as_the_manifests_say(name: &'static str) {
     let overlay = Overlay::render(name);
     let cluster = Cluster::provide(&overlay).await;
     let mut running = Vec::new();
-    for service in SERVICES {
-        running.push((*service, cluster.run(&overlay, service).await));
+    for service in overlay.deployments() {
+        running.push((service, cluster.run(&overlay, service).await));
     }
     for (service, process) in &running {
         probes_pass(&overlay, &cluster, service, process).await;

@@ -158,9 +158,9 @@ fn every_deployment_meets_the_pod_standards() {
 }
 
 #[test]
-fn production_scales_spreads_and_protects_the_stateless_services() {
+fn production_replicates_spreads_and_protects_every_service() {
     let objects = objects("production");
-    for service in ["ice-config", "gateway"] {
+    for service in SERVICES {
         let deployment = deployment(&objects, service);
         assert!(
             deployment["spec"]["replicas"].as_u64() >= Some(2),
@@ -178,10 +178,21 @@ fn production_scales_spreads_and_protects_the_stateless_services() {
             ["topology.kubernetes.io/zone", "kubernetes.io/hostname"],
             "{service}"
         );
-        let hpa = of_kind(&objects, "HorizontalPodAutoscaler")
-            .find(|h| h["spec"]["scaleTargetRef"]["name"].as_str() == Some(service))
-            .unwrap_or_else(|| panic!("no HPA for {service}"));
-        assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(2));
+        // A new pod comes before an old one goes: rollouts never lower capacity.
+        let rolling = &deployment["spec"]["strategy"];
+        assert_eq!(rolling["type"].as_str(), Some("RollingUpdate"), "{service}");
+        assert_eq!(
+            rolling["rollingUpdate"]["maxUnavailable"].as_u64(),
+            Some(0),
+            "{service}"
+        );
+        // The stateless ones scale with load; signaling's replicas share one store.
+        if *service != "signaling" {
+            let hpa = of_kind(&objects, "HorizontalPodAutoscaler")
+                .find(|h| h["spec"]["scaleTargetRef"]["name"].as_str() == Some(service))
+                .unwrap_or_else(|| panic!("no HPA for {service}"));
+            assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(2));
+        }
         let pdb = of_kind(&objects, "PodDisruptionBudget")
             .find(|p| {
                 p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
@@ -199,6 +210,17 @@ fn production_scales_spreads_and_protects_the_stateless_services() {
     let url = env_value(container(deployment(&objects, "gateway")), "ICE_CONFIG_URL")
         .expect("ICE_CONFIG_URL");
     assert!(url.starts_with("http://ice-config-grpc:"), "{url}");
+    // ... and keeps a stream to every signaling replica through theirs, all sharing Redis.
+    let headless = of_kind(&objects, "Service")
+        .find(|s| name(s) == "signaling-grpc")
+        .expect("headless signaling Service");
+    assert_eq!(headless["spec"]["clusterIP"].as_str(), Some("None"));
+    let url = env_value(container(deployment(&objects, "gateway")), "SIGNALING_URL")
+        .expect("SIGNALING_URL");
+    assert!(url.starts_with("http://signaling-grpc:"), "{url}");
+    let redis =
+        env_value(container(deployment(&objects, "signaling")), "REDIS_URL").expect("REDIS_URL");
+    assert!(redis.starts_with("redis://"), "{redis}");
 }
 
 #[test]

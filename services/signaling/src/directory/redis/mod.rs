@@ -36,7 +36,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prost::Message as _;
 use redis::{AsyncCommands, RedisResult, Script, streams::StreamReadReply};
+use stunner_proto::signaling::v1::SessionMessage;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -44,7 +46,7 @@ use super::{Change, Counts, Directory, Inbound, InboxSink, Result, StoreError, T
 use crate::{
     metrics::Metrics,
     name::Name,
-    record::UserRecord,
+    record::{Route, UserRecord},
     vocabulary::{CallId, Delivery, GatewayId, Timestamp},
 };
 use connection::{Backend, Conn};
@@ -80,15 +82,16 @@ fn names_key(gateway: GatewayId) -> String {
     format!("sig:gw:{{{gateway}}}:names")
 }
 
-/// Writes the record if its version is still the one read (`""`: absent). `ARGV[2]` empty
-/// deletes it.
+/// Writes the record if its version is still the one read (`""`: absent), with its route (`r`:
+/// where the user is reached for its call, for relaying candidates without decoding the
+/// record). `ARGV[2]` empty deletes it.
 const CAS: &str = r#"
 local current = redis.call('HGET', KEYS[1], 'v') or ''
 if current ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
-  redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[2])
+  redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[2], 'r', ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 return 1
@@ -311,6 +314,12 @@ impl RedisDirectory {
                     .arg(data)
                     .arg(svc_common::random_hex(8))
                     .arg(millis(ttl))
+                    .arg(
+                        record
+                            .and_then(UserRecord::route)
+                            .map(|r| r.encode())
+                            .unwrap_or_default(),
+                    )
                     .invoke_async(&mut conn)
                     .await
             })
@@ -364,13 +373,13 @@ impl RedisDirectory {
                 let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
                     continue;
                 };
-                let Ok(delivery) = serde_json::from_slice::<Delivery>(data) else {
+                let Ok(message) = SessionMessage::decode(data.as_slice()) else {
                     tracing::warn!(%gateway, id = %entry.id, "unreadable delivery in the inbox; skipped");
                     continue;
                 };
                 let inbound = Inbound {
                     position: Some(entry.id),
-                    delivery,
+                    message,
                 };
                 tokio::select! {
                     () = inbox.cut.cancelled() => return,
@@ -419,6 +428,14 @@ impl Directory for Arc<RedisDirectory> {
         Err(StoreError::Contended(name.clone()))
     }
 
+    async fn route(&self, name: &Name) -> Result<Option<Route>> {
+        let mut conn = self.conn();
+        let route: Option<String> = self
+            .run("HGET", async { conn.hget(record_key(name), "r").await })
+            .await?;
+        Ok(route.as_deref().and_then(Route::decode))
+    }
+
     async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
         if deliveries.is_empty() {
             return Ok(());
@@ -426,10 +443,10 @@ impl Directory for Arc<RedisDirectory> {
         // One pipeline per gateway, in order (a gateway's inbox is one key, one hash slot);
         // the gateways concurrently.
         let mut pipes: Vec<(GatewayId, redis::Pipeline)> = Vec::new();
-        for delivery in &deliveries {
-            let data = serde_json::to_vec(delivery)
-                .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        for delivery in deliveries {
             let gateway = delivery.to.gateway;
+            // As it goes on the wire: the reader forwards it as it is.
+            let data = crate::wire::session_message(delivery).encode_to_vec();
             let at = match pipes.iter().position(|(g, _)| *g == gateway) {
                 Some(at) => at,
                 None => {
