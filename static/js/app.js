@@ -18,7 +18,9 @@ const app = {
   pendingCandidates: [],   // remote candidates that arrived before the remote description
   statsTimer: null,
   lastBytes: null,
-  reconnectDelay: 500,
+  callId: null,            // the call this page is in, as the server names it
+  attempts: 0,             // reconnection attempts since the last success
+  reconnectNow: false,     // the server asked us to reconnect: no backoff
 };
 window.app = app;
 
@@ -31,27 +33,46 @@ function connect() {
   const ws = new WebSocket(scheme + location.host + '/one2one');
   app.ws = ws;
   ws.onopen = () => {
-    app.reconnectDelay = 500;
-    setStatus('Connected');
-    // After a reload or a network blip, take the name back with its resume token.
-    const saved = JSON.parse(sessionStorage.getItem('registration') || 'null');
-    if (saved && app.registerState !== REGISTERED) {
+    app.attempts = 0;
+    setStatus(app.pc ? 'Connected; rejoining the call…' : 'Connected');
+    // After a reload or a network blip, take the name back with its resume token (and the
+    // call, if this page still has it).
+    const saved = savedRegistration();
+    if (saved) {
       $('name').value = saved.name;
       register(saved.token);
     } else {
-      setRegisterState(app.registerState === REGISTERED ? NOT_REGISTERED : app.registerState);
+      setRegisterState(NOT_REGISTERED);
     }
   };
   ws.onmessage = (event) => onMessage(event.data);
   ws.onclose = (event) => {
+    if (app.ws !== ws) return;
     log('Disconnected' + (event.reason ? ': ' + event.reason : ''), 'err');
-    setStatus('Disconnected; reconnecting…');
-    if (app.callState !== NO_CALL) stop(true);
+    // The call's media flows peer to peer and does not need this socket: keep it, and rejoin
+    // the call once reconnected.
+    setStatus(app.pc ? 'Reconnecting… (the call goes on)' : 'Disconnected; reconnecting…');
     setRegisterState(NOT_REGISTERED);
     $('register').disabled = true;
-    setTimeout(connect, app.reconnectDelay);
-    app.reconnectDelay = Math.min(app.reconnectDelay * 2, 10000);
+    const delay = app.reconnectNow ? 0 : backoff();
+    app.reconnectNow = false;
+    setTimeout(connect, delay);
   };
+}
+
+/// Exponential backoff with jitter, so a gateway's browsers do not all come back at once.
+function backoff() {
+  const ceiling = Math.min(500 * 2 ** app.attempts, 10000);
+  app.attempts += 1;
+  return ceiling / 2 + Math.random() * ceiling / 2;
+}
+
+function savedRegistration() {
+  try {
+    return JSON.parse(sessionStorage.getItem('registration') || 'null');
+  } catch (e) {
+    return null;
+  }
 }
 
 function send(message) {
@@ -74,13 +95,19 @@ function onMessage(text) {
     case 'registerResponse': return onRegisterResponse(message);
     case 'incomingCall': return onIncomingCall(message);
     case 'callResponse': return onCallResponse(message);
-    case 'startCommunication': return setCallState(IN_CALL);
+    case 'startCommunication':
+      app.callId = message.callId || app.callId;
+      return setCallState(IN_CALL);
     case 'iceCandidate': return addRemoteCandidate(message.candidate);
     case 'stopCommunication':
       showError(message.message || 'The call ended');
       return stop(true);
     case 'iceConfiguration': return onIceConfiguration(message.iceConfiguration);
-    case 'error': return showError(message.message + (message.reason ? ' (' + message.reason + ')' : ''));
+    case 'error': return onError(message);
+    case 'reconnect':
+      // This gateway is going away: go elsewhere now rather than when the socket drops.
+      app.reconnectNow = true;
+      return app.ws.close();
     default: log('Unrecognized message ' + message.id, 'err');
   }
 }
@@ -94,8 +121,13 @@ function register(resumeToken) {
   setRegisterState(REGISTERING);
   const message = { id: 'register', name };
   if (resumeToken) message.resumeToken = resumeToken;
+  // Still in a call after a reconnect: rejoin it rather than end it.
+  if (resumeToken && app.pc && app.callId) message.rejoin = app.callId;
   send(message);
 }
+
+/// Refusals that say nothing about the name itself: try again later, with the same token.
+const TRANSIENT = ['unavailable', 'ice_config_unavailable', 'signaling_unavailable', 'rate_limited'];
 
 function onRegisterResponse(message) {
   if (message.response === 'accepted') {
@@ -105,12 +137,40 @@ function onRegisterResponse(message) {
       sessionStorage.setItem('registration', JSON.stringify({ name: app.name, token: message.resumeToken }));
     }
     setRegisterState(REGISTERED);
-    $('peer').focus();
-  } else {
+    if (app.pc) {
+      if (message.call && message.call.callId === app.callId) {
+        log('Rejoined the call with ' + message.call.peer, 'in');
+        setStatus('In call with ' + message.call.peer);
+      } else {
+        showInfo('The call ended while reconnecting');
+        stop(true);
+      }
+    } else {
+      $('peer').focus();
+    }
+    return;
+  }
+  const saved = savedRegistration();
+  if (saved && TRANSIENT.includes(message.reason)) {
+    // The server is busy or a dependency is away: keep the token and try again.
+    log('Registration will be retried: ' + message.message, 'err');
+    setTimeout(() => { if (app.registerState !== REGISTERED) register(saved.token); }, backoff());
+    return;
+  }
+  sessionStorage.removeItem('registration');
+  setRegisterState(NOT_REGISTERED);
+  if (app.pc) stop(true);
+  showError('Registration refused: ' + (message.message || 'unknown reason'));
+}
+
+function onError(message) {
+  if (message.reason === 'replaced') {
+    // Another page took this name with its token.
     sessionStorage.removeItem('registration');
     setRegisterState(NOT_REGISTERED);
-    showError('Registration refused: ' + (message.message || 'unknown reason'));
+    if (app.pc) stop(true);
   }
+  showError(message.message + (message.reason ? ' (' + message.reason + ')' : ''));
 }
 
 function onIceConfiguration(configuration) {
@@ -152,6 +212,7 @@ function onIncomingCall(message) {
   }
   app.incoming = message;
   app.peer = message.from;
+  app.callId = message.callId;
   setCallState(RINGING);
   $('incomingFrom').textContent = message.from;
   $('incoming').hidden = false;
@@ -190,6 +251,7 @@ async function onCallResponse(message) {
     showError('Call not accepted: ' + (message.message || 'unknown reason'));
     return stop(true);
   }
+  app.callId = message.callId || app.callId;
   try {
     await app.pc.setRemoteDescription({ type: 'answer', sdp: message.sdpAnswer });
     await flushCandidates();
@@ -239,6 +301,7 @@ async function flushCandidates() {
 
 function stop(remote) {
   if (!remote && app.callState !== NO_CALL) send({ id: 'stop' });
+  app.callId = null;
   $('incoming').hidden = true;
   app.incoming = null;
   app.pendingCandidates = [];
@@ -328,6 +391,11 @@ function showError(text) {
 }
 
 function clearError() { $('error').hidden = true; }
+
+function showInfo(text) {
+  log(text, 'in');
+  setStatus(text);
+}
 
 function log(text, kind) {
   const line = document.createElement('div');

@@ -29,6 +29,12 @@ pub enum Store {
 
 pub struct Topology {
     pub store: Store,
+    /// The shared store's URL, if any.
+    url: Option<String>,
+    /// Each gateway's SIGNALING_URL.
+    gateway_signaling: Vec<String>,
+    gateway_flags: Vec<String>,
+    signaling_flags: Vec<String>,
     pub ice_config: Service,
     pub signaling: Vec<Service>,
     pub gateways: Vec<Service>,
@@ -38,8 +44,48 @@ pub struct Topology {
     next_browser: AtomicUsize,
 }
 
+/// Where the gateways attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wiring {
+    /// The first gateway to the first replica, the second to the others: the two parties of
+    /// a call on different replicas.
+    Split,
+    /// Every gateway to every replica, as with a headless Service: sessions spread over them.
+    Mesh,
+}
+
 impl Topology {
+    /// One gateway per group of replicas (see [`Store`]).
     pub async fn start(store: Store, stunner_config: &str, flags: Flags<'_>) -> Topology {
+        Self::build(store, stunner_config, flags, None, Wiring::Split).await
+    }
+
+    /// `gateways` gateways, each attached to every one of `replicas` signaling replicas on a
+    /// shared `store`.
+    pub async fn mesh(
+        store: Store,
+        gateways: usize,
+        replicas: usize,
+        stunner_config: &str,
+        flags: Flags<'_>,
+    ) -> Topology {
+        Self::build(
+            store,
+            stunner_config,
+            flags,
+            Some((gateways, replicas)),
+            Wiring::Mesh,
+        )
+        .await
+    }
+
+    async fn build(
+        store: Store,
+        stunner_config: &str,
+        flags: Flags<'_>,
+        counts: Option<(usize, usize)>,
+        wiring: Wiring,
+    ) -> Topology {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("stunnerd.conf");
         std::fs::write(&config, stunner_config).expect("write config");
@@ -49,7 +95,7 @@ impl Topology {
             .env(env.clone())
             .start()
             .await;
-        let (redis, cluster, url, replicas) = match store {
+        let (redis, cluster, url, default_replicas) = match store {
             Store::Memory => (None, None, None, 1),
             Store::Redis => {
                 let redis = Redis::start().await;
@@ -62,6 +108,7 @@ impl Topology {
                 (None, Some(cluster), Some(url), 3)
             }
         };
+        let replicas = counts.map_or(default_replicas, |(_, r)| r);
         let mut signaling = Vec::new();
         for _ in 0..replicas {
             let mut launch = Launch::signaling().args(flags.signaling).env(env.clone());
@@ -70,24 +117,33 @@ impl Topology {
             }
             signaling.push(launch.start().await);
         }
-        // Gateway 0 uses the first replica; gateway 1 the others.
-        let groups: Vec<Vec<&Service>> = match replicas {
-            1 => vec![vec![&signaling[0]]],
-            _ => vec![vec![&signaling[0]], signaling[1..].iter().collect()],
+        let groups: Vec<Vec<&Service>> = match (wiring, replicas) {
+            (Wiring::Mesh, _) => {
+                let gateways = counts.map_or(1, |(g, _)| g);
+                (0..gateways).map(|_| signaling.iter().collect()).collect()
+            }
+            (Wiring::Split, 1) => vec![vec![&signaling[0]]],
+            (Wiring::Split, _) => vec![vec![&signaling[0]], signaling[1..].iter().collect()],
         };
+        let ice_url = ice_config.url("grpc", "");
         let mut gateways = Vec::new();
         for group in groups {
             let urls: Vec<String> = group.iter().map(|s| s.url("grpc", "")).collect();
             gateways.push(
-                Launch::gateway(&ice_config.url("grpc", ""), &urls.join(","))
+                Launch::gateway(&ice_url, &urls.join(","))
                     .args(flags.gateway)
                     .env(env.clone())
                     .start()
                     .await,
             );
         }
+        let gateway_signaling = groups_urls(&signaling, wiring, counts);
         Topology {
             store,
+            url,
+            gateway_signaling,
+            gateway_flags: flags.gateway.iter().map(|f| (*f).to_owned()).collect(),
+            signaling_flags: flags.signaling.iter().map(|f| (*f).to_owned()).collect(),
             ice_config,
             signaling,
             gateways,
@@ -120,5 +176,61 @@ impl Topology {
     /// A browser on gateway `index`.
     pub async fn browser_on(&self, index: usize) -> Browser {
         Browser::connect(&ws_url(&self.gateways[index])).await
+    }
+}
+
+fn groups_urls(
+    signaling: &[Service],
+    wiring: Wiring,
+    counts: Option<(usize, usize)>,
+) -> Vec<String> {
+    let url = |s: &Service| s.url("grpc", "");
+    let all: Vec<String> = signaling.iter().map(url).collect();
+    match (wiring, signaling.len()) {
+        (Wiring::Mesh, _) => vec![all.join(","); counts.map_or(1, |(g, _)| g)],
+        (Wiring::Split, 1) => vec![all[0].clone()],
+        (Wiring::Split, _) => vec![all[0].clone(), all[1..].join(",")],
+    }
+}
+
+impl Topology {
+    /// Starts signaling replica `index` again, on the same ports (a new pod at the old
+    /// address), once the old process is gone.
+    pub async fn restart_signaling(&mut self, index: usize) {
+        let old = &self.signaling[index];
+        let (grpc, http) = (old.addr("grpc").to_string(), old.addr("http").to_string());
+        let mut launch = Launch::signaling()
+            .set("--grpc-addr", &grpc)
+            .set("--http-addr", &http)
+            .args(&self.signaling_flags);
+        if let Some(url) = &self.url {
+            launch = launch.args(["--redis-url", url]);
+        }
+        self.signaling[index] = launch.start().await;
+    }
+
+    /// Starts gateway `index` again on the same port, once the old process is gone.
+    pub async fn restart_gateway(&mut self, index: usize) {
+        let http = self.gateways[index].addr("http").to_string();
+        let ice_url = self.ice_config.url("grpc", "");
+        self.gateways[index] = Launch::gateway(&ice_url, &self.gateway_signaling[index])
+            .set("--http-addr", &http)
+            .args(&self.gateway_flags)
+            .start()
+            .await;
+    }
+
+    /// Starts ice-config again on the same ports, once the old process is gone.
+    pub async fn restart_ice_config(&mut self) {
+        let (grpc, http) = (
+            self.ice_config.addr("grpc").to_string(),
+            self.ice_config.addr("http").to_string(),
+        );
+        let config = self.dir.path().join("stunnerd.conf");
+        self.ice_config = Launch::ice_config(&config)
+            .set("--grpc-addr", &grpc)
+            .set("--http-addr", &http)
+            .start()
+            .await;
     }
 }

@@ -60,7 +60,11 @@ pub fn router(state: HttpState, static_dir: PathBuf) -> Router {
     let (ready, metrics) = (state.shared.clone(), state.shared.clone());
     let admin = svc_common::admin::router(
         move || readiness(&ready),
-        move || metrics.metrics.render(metrics.link.sessions()),
+        move || {
+            metrics
+                .metrics
+                .render(metrics.link.sessions(), metrics.link.replicas_attached())
+        },
     );
     Router::new()
         .route("/one2one", get(upgrade))

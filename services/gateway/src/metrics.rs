@@ -24,6 +24,7 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     sessions: Gauge,
+    replicas: Gauge,
     registrations: Family<Label, Counter>,
     rejected: Family<Label, Counter>,
 }
@@ -38,6 +39,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("gateway");
         let sessions = Gauge::default();
         registry.register("sessions", "Open browser sessions", sessions.clone());
+        let replicas = Gauge::default();
+        registry.register(
+            "signaling_replicas",
+            "Signaling replicas attached and not draining",
+            replicas.clone(),
+        );
         let registrations = Family::default();
         registry.register(
             "registrations",
@@ -54,6 +61,7 @@ impl Default for Metrics {
             inner: Arc::new(Inner {
                 registry,
                 sessions,
+                replicas,
                 registrations,
                 rejected,
             }),
@@ -93,10 +101,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn render(&self, sessions: usize) -> String {
-        self.inner
-            .sessions
-            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+    pub fn render(&self, sessions: usize, replicas: usize) -> String {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.sessions.set(gauge(sessions));
+        self.inner.replicas.set(gauge(replicas));
         svc_common::metrics::render(&self.inner.registry)
     }
 }

@@ -16,6 +16,10 @@ pub enum ClientMessage {
         name: String,
         #[serde(default)]
         resume_token: Option<String>,
+        /// The call the page still has a peer connection for (after a reconnect): rejoined
+        /// rather than ended.
+        #[serde(default)]
+        rejoin: Option<String>,
     },
     /// `from` is the caller's claim; the server ignores it and uses the registered name.
     #[serde(rename_all = "camelCase")]
@@ -99,6 +103,9 @@ pub enum ServerMessage {
         ice_configuration: Option<IceConfiguration>,
         #[serde(skip_serializing_if = "Option::is_none")]
         resume_token: Option<String>,
+        /// The call a resume rejoined.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call: Option<CallInfo>,
     },
     #[serde(rename_all = "camelCase")]
     IncomingCall {
@@ -148,6 +155,21 @@ pub enum ServerMessage {
         message: String,
         reason: &'static str,
     },
+    /// This gateway is going away: connect again (to whichever gateway answers), resume the
+    /// name and rejoin the call.
+    Reconnect {
+        message: String,
+    },
+}
+
+/// A call, as a page rejoining it learns it.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallInfo {
+    pub call_id: String,
+    pub peer: String,
+    /// `caller` or `callee`.
+    pub role: &'static str,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]

@@ -72,6 +72,7 @@ async fn serve<D: Directory>(
     let stop = runtime.stopping();
     tasks.spawn(hub.clone().run_timers(stop.clone()));
     tasks.spawn(hub.clone().run_sweeper(stop.clone()));
+    tasks.spawn(hub.clone().run_retries(stop.clone()));
     // The epoch is read once before any gateway attaches; a shared store is watched.
     hub.clone().follow_epoch(None, stop.clone()).await;
     if shared {

@@ -94,6 +94,7 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
         // A fresh channel has room.
         let _ = control_tx.try_send(self.hub.welcome(&epoch.borrow()));
         self.hub.seen(gateway).await;
+        self.hub.attach_local(gateway, control_tx.clone());
         let reader = Reader {
             _attached: self.hub.stream_attached(),
             hub: self.hub.clone(),
@@ -287,6 +288,7 @@ impl<D: Directory> Reader<D> {
         if let Some(subscription) = self.subscription.take() {
             subscription.cancel();
         }
+        self.hub.detach_local(self.gateway, &self.control);
         self.cut.cancel();
         tracing::info!(gateway = %self.gateway, "gateway detached");
     }

@@ -2,10 +2,10 @@
 //! refusal with reason `unavailable`), hands the deliveries to the directory, fires the
 //! switchboard's deadlines, and notices gateways that went away.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use stunner_proto::signaling::v1 as pb;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -14,12 +14,16 @@ use crate::{
     name::Name,
     switchboard::{Handled, Switchboard},
     vocabulary::{Command, Delivery, Event, GatewayId, Limits, Reason, SessionKey, Timestamp},
+    wire,
 };
 
 /// How often an attached gateway is marked alive.
 pub const SEEN_EVERY: Duration = Duration::from_secs(1);
 /// A gateway not seen for this long is gone, with its sessions.
 pub const LOST_AFTER: Duration = Duration::from_secs(5);
+/// After the store is found to have lost its data, how long new names wait for the gateways to
+/// assert the live ones again.
+const REASSERT_WINDOW: Duration = Duration::from_secs(3);
 /// How often the timers are looked at when the store cannot say when the next one is due.
 const TIMER_POLL: Duration = Duration::from_millis(100);
 
@@ -34,6 +38,12 @@ pub struct Hub<D> {
     epoch: watch::Sender<String>,
     /// Cancelled when this replica starts draining.
     draining: CancellationToken,
+    /// Ends of sessions the store could not take, tried again (see `run_retries`).
+    goodbyes: std::sync::Mutex<Vec<(SessionKey, Name, Command)>>,
+    /// When the store was last found to have lost its data.
+    epoch_changed: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// A stream of each gateway attached here, for deliveries the store cannot take.
+    local: std::sync::Mutex<HashMap<GatewayId, mpsc::Sender<pb::SessionMessage>>>,
     /// Gateway streams attached here, and news of their leaving.
     streams: std::sync::atomic::AtomicUsize,
     stream_left: Notify,
@@ -58,6 +68,9 @@ impl<D: Directory> Hub<D> {
             replica: svc_common::random_hex(4),
             epoch: watch::channel(String::new()).0,
             draining,
+            goodbyes: Default::default(),
+            epoch_changed: Default::default(),
+            local: Default::default(),
             streams: Default::default(),
             stream_left: Notify::new(),
         })
@@ -118,6 +131,7 @@ impl<D: Directory> Hub<D> {
                         }
                         if !current.is_empty() {
                             tracing::warn!(old = %current, new = %epoch, "the store lost its data; gateways assert their sessions again");
+                            *lock(&self.epoch_changed) = Some(tokio::time::Instant::now());
                         }
                         *current = epoch;
                         true
@@ -140,6 +154,35 @@ impl<D: Directory> Hub<D> {
     /// One session's command, whose gateway knows it as registered under `user`.
     pub async fn handle(&self, from: SessionKey, user: Option<Name>, command: Command) {
         let request = command.request();
+        let goodbye = matches!(command, Command::Closed | Command::Lost).then(|| command.clone());
+        if self.reasserting()
+            && matches!(
+                &command,
+                Command::Register {
+                    resume_token: None,
+                    reassert: None,
+                    ..
+                }
+            )
+        {
+            // The store just came back empty: the names of live sessions are being asserted
+            // again by their gateways; new claims wait a moment so they do not take them.
+            let refusal = Delivery {
+                to: from,
+                event: Event::Refused {
+                    request: crate::vocabulary::Request::Register,
+                    reason: Reason::Unavailable,
+                    message: "the service is recovering; try again shortly".into(),
+                },
+                trace: None,
+            };
+            self.dispatch(Handled {
+                deliveries: vec![refusal],
+                delivered: 0,
+            })
+            .await;
+            return;
+        }
         let before = self.board.next_deadline();
         let handled = match self
             .board
@@ -148,6 +191,13 @@ impl<D: Directory> Hub<D> {
         {
             Ok(handled) => handled,
             Err(error) => {
+                if let (Some(goodbye), Some(user)) = (goodbye, user) {
+                    // Nobody to answer, and it must not be lost: the name would stay held by a
+                    // session that is gone. Tried again until the store is back.
+                    tracing::warn!(%error, session = from.session, "store unavailable; the session's end is kept to try again");
+                    lock(&self.goodbyes).push((from, user, goodbye));
+                    return;
+                }
                 tracing::warn!(%error, session = from.session, gateway = %from.gateway, "store unavailable; request refused");
                 let deliveries = request
                     .map(|request| Delivery {
@@ -171,6 +221,12 @@ impl<D: Directory> Hub<D> {
         if self.board.next_deadline() != before {
             self.deadline_changed.notify_one();
         }
+    }
+
+    /// Whether the store lost its data so recently that gateways may still be asserting their
+    /// sessions again.
+    fn reasserting(&self) -> bool {
+        lock(&self.epoch_changed).is_some_and(|at| at.elapsed() < REASSERT_WINDOW)
     }
 
     /// Sends `gateway`'s deliveries to `sink`.
@@ -211,12 +267,38 @@ impl<D: Directory> Hub<D> {
         }
     }
 
-    /// Ends the sessions of gateways that stopped being seen, until `stop`.
-    pub async fn run_sweeper(self: Arc<Self>, stop: CancellationToken) {
+    /// Tries again, every second until `stop`, the ends of sessions the store could not take.
+    pub async fn run_retries(self: Arc<Self>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(SEEN_EVERY) => {}
+            }
+            let goodbyes = std::mem::take(&mut *lock(&self.goodbyes));
+            for (from, user, command) in goodbyes {
+                // A failure puts it back.
+                self.handle(from, Some(user), command).await;
+            }
+        }
+    }
+
+    /// Ends the sessions of gateways that stopped being seen, until `stop`. A gateway is only
+    /// taken for gone when the store has been reachable for as long as it takes to be missed:
+    /// after an outage, every gateway looks unseen until the replicas attached to it say
+    /// otherwise.
+    pub async fn run_sweeper(self: Arc<Self>, stop: CancellationToken) {
+        let mut reachable_since = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(SEEN_EVERY) => {}
+            }
+            if self.directory().problem().is_some() {
+                reachable_since = tokio::time::Instant::now();
+                continue;
+            }
+            if reachable_since.elapsed() < LOST_AFTER + SEEN_EVERY {
+                continue;
             }
             let now = Timestamp::now();
             let lost = match self
@@ -227,6 +309,7 @@ impl<D: Directory> Hub<D> {
                 Ok(lost) => lost,
                 Err(error) => {
                     tracing::warn!(%error, "cannot look for lost gateways");
+                    reachable_since = tokio::time::Instant::now();
                     continue;
                 }
             };
@@ -259,8 +342,35 @@ impl<D: Directory> Hub<D> {
         if rest.is_empty() {
             return;
         }
-        if let Err(error) = self.directory().deliver(rest).await {
-            tracing::warn!(%error, "deliveries lost: the store is unavailable");
+        if let Err(error) = self.directory().deliver(&rest).await {
+            // The store is away: what can reach its session over a stream attached here
+            // does (the refusal of the request at hand, above all); the rest is lost.
+            let local = lock(&self.local);
+            let mut lost = 0;
+            for delivery in &rest {
+                let sent = local
+                    .get(&delivery.to.gateway)
+                    .is_some_and(|stream| stream.try_send(wire::session_message(delivery)).is_ok());
+                if !sent {
+                    lost += 1;
+                }
+            }
+            if lost > 0 {
+                tracing::warn!(%error, lost, "deliveries lost: the store is unavailable");
+            }
+        }
+    }
+
+    /// A stream of `gateway` attached here: deliveries may go straight to it when the store
+    /// cannot take them.
+    pub fn attach_local(&self, gateway: GatewayId, stream: mpsc::Sender<pb::SessionMessage>) {
+        lock(&self.local).insert(gateway, stream);
+    }
+
+    pub fn detach_local(&self, gateway: GatewayId, stream: &mpsc::Sender<pb::SessionMessage>) {
+        let mut local = lock(&self.local);
+        if local.get(&gateway).is_some_and(|s| s.same_channel(stream)) {
+            local.remove(&gateway);
         }
     }
 }
@@ -275,6 +385,10 @@ impl<D: Directory> Drop for StreamGuard<D> {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.0.stream_left.notify_waiters();
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn sleep(wait: Duration) {
@@ -335,7 +449,7 @@ mod tests {
             self.check()?;
             self.inner.route(name).await
         }
-        async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
+        async fn deliver(&self, deliveries: &[Delivery]) -> Result<()> {
             self.inner.deliver(deliveries).await
         }
         async fn subscribe(

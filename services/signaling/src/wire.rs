@@ -94,21 +94,21 @@ fn routing_span(name: &'static str, traceparent: &str, peer: &str) -> tracing::S
 }
 
 /// A delivery as its gateway gets it.
-pub fn session_message(delivery: Delivery) -> pb::SessionMessage {
+pub fn session_message(delivery: &Delivery) -> pb::SessionMessage {
     // Candidates are most of the traffic and show no trace id to the browser: their trace
     // context is only worth its allocation when spans are exported.
     let traced =
         !matches!(delivery.event, Event::Candidate(_)) || svc_common::telemetry::exporting();
-    let trace = delivery.trace.filter(|_| traced);
-    let body = match delivery.event {
+    let trace = delivery.trace.as_ref().filter(|_| traced);
+    let body = match &delivery.event {
         Event::Registered {
             name,
             resume_token,
             call,
         } => Out::Registered(pb::Registered {
             name: name.as_str().to_owned(),
-            resume_token,
-            call: call.map(|call| pb::CallState {
+            resume_token: resume_token.clone(),
+            call: call.as_ref().map(|call| pb::CallState {
                 call_id: call.id.to_string(),
                 peer: call.peer.as_str().to_owned(),
                 caller: call.role == Role::Caller,
@@ -120,9 +120,9 @@ pub fn session_message(delivery: Delivery) -> pb::SessionMessage {
             reason,
             message,
         } => Out::Refused(pb::Refused {
-            request: request_code(request).into(),
-            reason: reason_code(reason).into(),
-            message,
+            request: request_code(*request).into(),
+            reason: reason_code(*reason).into(),
+            message: message.clone(),
         }),
         Event::IncomingCall {
             from,
@@ -130,26 +130,28 @@ pub fn session_message(delivery: Delivery) -> pb::SessionMessage {
             call,
         } => Out::IncomingCall(pb::IncomingCall {
             from: from.as_str().to_owned(),
-            sdp_offer,
+            sdp_offer: sdp_offer.clone(),
             call_id: call.to_string(),
         }),
         Event::CallAccepted {
             sdp_answer, call, ..
         } => Out::CallAccepted(pb::CallAccepted {
-            sdp_answer,
+            sdp_answer: sdp_answer.clone(),
             call_id: call.to_string(),
         }),
         Event::StartCommunication { call } => Out::StartCommunication(pb::StartCommunication {
             call_id: call.to_string(),
         }),
-        Event::Candidate(candidate_json) => Out::Candidate(pb::Candidate { candidate_json }),
+        Event::Candidate(candidate_json) => Out::Candidate(pb::Candidate {
+            candidate_json: candidate_json.clone(),
+        }),
         Event::StopCommunication {
             reason,
             message,
             call,
         } => Out::StopCommunication(pb::StopCommunication {
-            reason: reason_code(reason).into(),
-            message,
+            reason: reason_code(*reason).into(),
+            message: message.clone(),
             call_id: call.to_string(),
         }),
     };
@@ -157,7 +159,7 @@ pub fn session_message(delivery: Delivery) -> pb::SessionMessage {
         session_id: delivery.to.session,
         body: Some(body),
         trace_context: trace
-            .map(|trace| [(TRACEPARENT.to_owned(), trace)].into())
+            .map(|trace| [(TRACEPARENT.to_owned(), trace.clone())].into())
             .unwrap_or_default(),
         position: String::new(),
     }

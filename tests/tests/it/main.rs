@@ -4,6 +4,7 @@
 mod balancing;
 mod browser;
 mod calls;
+mod failover;
 mod manifests;
 mod replicas;
 mod runtime;

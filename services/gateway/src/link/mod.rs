@@ -123,10 +123,16 @@ impl Link {
 
     /// Attached to at least one replica that is not draining.
     pub fn is_connected(&self) -> bool {
+        self.replicas_attached() > 0
+    }
+
+    /// The replicas attached that are not draining.
+    pub fn replicas_attached(&self) -> usize {
         self.state()
             .replicas
             .values()
-            .any(|r| r.upstream.is_some() && !r.draining)
+            .filter(|r| r.upstream.is_some() && !r.draining)
+            .count()
     }
 
     pub fn sessions(&self) -> usize {
@@ -196,12 +202,19 @@ impl State {
         {
             return Some(key);
         }
-        let candidates: Vec<u64> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| r.upstream.is_some() && !r.draining)
-            .map(|(key, _)| *key)
-            .collect();
+        let attached = |draining: bool| -> Vec<u64> {
+            self.replicas
+                .iter()
+                .filter(|(_, r)| r.upstream.is_some() && r.draining == draining)
+                .map(|(key, _)| *key)
+                .collect()
+        };
+        // A draining replica still works until it exits: when every replica drains (a rollout
+        // faster than this gateway's reconnection), it is better than none.
+        let mut candidates = attached(false);
+        if candidates.is_empty() {
+            candidates = attached(true);
+        }
         if candidates.is_empty() {
             return None;
         }
@@ -330,13 +343,15 @@ impl State {
 /// What to keep of a message until its replica acknowledges it.
 fn unacked(message: &GatewayMessage) -> Option<Unacked> {
     let request = match message.body.as_ref()? {
-        // Their effect must not be lost, and a second one changes nothing.
-        Up::Closed(_) | Up::Lost(_) | Up::Register(_) | Up::Stop(_) => {
+        // Their effect must not be lost, and a second one does no harm (a candidate given
+        // twice is added once).
+        Up::Closed(_) | Up::Lost(_) | Up::Register(_) | Up::Stop(_) | Up::Candidate(_) => {
             return Some(Unacked::Resend(Box::new(message.clone())));
         }
+        // A second one would be refused (already in a call, no such call): the browser is
+        // told instead, and may try again.
         Up::Call(_) => pb::Request::Call,
         Up::Answer(_) => pb::Request::Answer,
-        Up::Candidate(_) => pb::Request::Candidate,
         Up::Hello(_) | Up::Subscribe(_) => return None,
     };
     Some(Unacked::Tell(request))

@@ -4,7 +4,7 @@ use super::*;
 fn decodes_the_tutorial_messages() {
     let register = ClientMessage::decode(r#"{"id":"register","name":"alice"}"#).expect("register");
     assert!(
-        matches!(register, ClientMessage::Register { name, resume_token: None } if name == "alice")
+        matches!(register, ClientMessage::Register { name, resume_token: None, rejoin: None } if name == "alice")
     );
 
     // The old page sends `from` with a call; it is accepted and ignored.
@@ -81,6 +81,7 @@ fn encodes_the_tutorial_shapes() {
             ice_transport_policy: "relay",
         }),
         resume_token: Some("t".into()),
+        call: None,
     };
     assert_eq!(
         accepted.encode(),

@@ -90,6 +90,7 @@ enum Registration {
     Fetching {
         name: String,
         resume_token: Option<String>,
+        rejoin: Option<String>,
     },
     /// Credentials in hand; the name is being claimed.
     Claiming {
@@ -184,7 +185,15 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                     break close;
                 }
             }
-            () = shared.stop.cancelled() => break Some((close_code::AWAY, "server shutting down")),
+            () = shared.stop.cancelled() => {
+                // Pages go elsewhere at once (resuming their names, rejoining their calls)
+                // rather than after noticing the socket is gone.
+                let reconnect = ServerMessage::Reconnect {
+                    message: "this server is going away; reconnect".into(),
+                };
+                let _ = send(&mut socket, &shared.metrics, [reconnect]).await;
+                break Some((close_code::AWAY, "server shutting down"));
+            }
         }
     };
 
@@ -239,7 +248,11 @@ impl Session {
             Err(e) => return vec![error(&e.to_string(), e.reason().into())],
         };
         match upward(message) {
-            Upward::Register { name, resume_token } => self.register(name, resume_token),
+            Upward::Register {
+                name,
+                resume_token,
+                rejoin,
+            } => self.register(name, resume_token, rejoin),
             Upward::Call {
                 to,
                 sdp_offer,
@@ -264,7 +277,12 @@ impl Session {
     }
 
     /// A registration: credentials are fetched first, so a failed fetch reserves no name.
-    fn register(&mut self, name: String, resume_token: Option<String>) -> Vec<ServerMessage> {
+    fn register(
+        &mut self,
+        name: String,
+        resume_token: Option<String>,
+        rejoin: Option<String>,
+    ) -> Vec<ServerMessage> {
         if self.name.is_some() {
             return vec![register_refused(
                 "already registered",
@@ -280,7 +298,11 @@ impl Session {
             session = self.id,
         );
         self.fetch = Some(self.issue(&name, Purpose::Register, span));
-        self.registration = Registration::Fetching { name, resume_token };
+        self.registration = Registration::Fetching {
+            name,
+            resume_token,
+            rejoin,
+        };
         Vec::new()
     }
 
@@ -306,8 +328,11 @@ impl Session {
     ) -> Vec<ServerMessage> {
         match (purpose, issued) {
             (Purpose::Register, Ok(issued)) => {
-                let Registration::Fetching { name, resume_token } =
-                    std::mem::replace(&mut self.registration, Registration::None)
+                let Registration::Fetching {
+                    name,
+                    resume_token,
+                    rejoin,
+                } = std::mem::replace(&mut self.registration, Registration::None)
                 else {
                     return Vec::new();
                 };
@@ -319,6 +344,7 @@ impl Session {
                 let body = Up::Register(pb::Register {
                     name,
                     resume_token: resume_token.unwrap_or_default(),
+                    rejoin_call_id: rejoin.unwrap_or_default(),
                     ..Default::default()
                 });
                 self.forward(body, None)
@@ -396,7 +422,11 @@ impl Session {
         let _step = self.trace.delivery(&body, &message.trace_context);
         match downward(body, trace_id) {
             Downward::Tell(reply) => Some(reply),
-            Downward::Registered { name, resume_token } => {
+            Downward::Registered {
+                name,
+                resume_token,
+                call,
+            } => {
                 let Registration::Claiming {
                     config, refresh_in, ..
                 } = std::mem::replace(&mut self.registration, Registration::None)
@@ -405,7 +435,7 @@ impl Session {
                 };
                 self.name = Some(name);
                 self.refresh_at = refresh_in.map(|d| Instant::now() + d);
-                Some(registered(config, resume_token))
+                Some(registered(config, resume_token, call))
             }
             Downward::RegisterRefused(reply) => {
                 self.registration = Registration::None;

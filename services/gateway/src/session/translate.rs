@@ -7,7 +7,7 @@ use stunner_proto::signaling::v1::{
 };
 
 use crate::{
-    protocol::{CallResponse, ClientMessage, IceConfiguration, ServerMessage, Verdict},
+    protocol::{CallInfo, CallResponse, ClientMessage, IceConfiguration, ServerMessage, Verdict},
     reason::{GatewayReason, Reason},
 };
 
@@ -18,6 +18,7 @@ pub enum Upward {
     Register {
         name: String,
         resume_token: Option<String>,
+        rejoin: Option<String>,
     },
     /// A call, traced from the page's own `traceparent` if it sent one.
     Call {
@@ -35,9 +36,14 @@ pub enum Upward {
 
 pub fn upward(message: ClientMessage) -> Upward {
     match message {
-        ClientMessage::Register { name, resume_token } => Upward::Register {
+        ClientMessage::Register {
+            name,
+            resume_token,
+            rejoin,
+        } => Upward::Register {
             name,
             resume_token: resume_token.filter(|t| !t.is_empty()),
+            rejoin: rejoin.filter(|c| !c.is_empty()),
         },
         ClientMessage::Call {
             to,
@@ -82,7 +88,11 @@ pub enum Downward {
     /// Tell the browser this.
     Tell(ServerMessage),
     /// The name is the session's: the browser is told with the credentials fetched for it.
-    Registered { name: String, resume_token: String },
+    Registered {
+        name: String,
+        resume_token: String,
+        call: Option<CallInfo>,
+    },
     /// The registration was refused: tell the browser this; the credentials are dropped.
     RegisterRefused(ServerMessage),
     /// Another session (a reload) took the name: tell the browser this; it is unregistered.
@@ -98,6 +108,11 @@ pub fn downward(body: Down, trace_id: Option<String>) -> Downward {
         Down::Registered(registered) => Downward::Registered {
             name: registered.name,
             resume_token: registered.resume_token,
+            call: registered.call.map(|call| CallInfo {
+                call_id: call.call_id,
+                peer: call.peer,
+                role: if call.caller { "caller" } else { "callee" },
+            }),
         },
         Down::Refused(refused) => {
             let reason = Reason::from(refused.reason());
@@ -153,14 +168,19 @@ pub fn downward(body: Down, trace_id: Option<String>) -> Downward {
     }
 }
 
-/// The accepted `registerResponse`.
-pub fn registered(ice_configuration: IceConfiguration, resume_token: String) -> ServerMessage {
+/// The accepted `registerResponse` (with the call it rejoined, if any).
+pub fn registered(
+    ice_configuration: IceConfiguration,
+    resume_token: String,
+    call: Option<CallInfo>,
+) -> ServerMessage {
     ServerMessage::RegisterResponse {
         response: Verdict::Accepted,
         message: None,
         reason: None,
         ice_configuration: Some(ice_configuration),
         resume_token: Some(resume_token),
+        call,
     }
 }
 
@@ -171,6 +191,7 @@ pub fn register_refused(message: &str, reason: Reason) -> ServerMessage {
         reason: Some(reason.as_str()),
         ice_configuration: None,
         resume_token: None,
+        call: None,
     }
 }
 
@@ -203,10 +224,11 @@ mod tests {
     #[test]
     fn browser_messages_become_requests() {
         assert_eq!(
-            decode(r#"{"id":"register","name":"alice","resumeToken":""}"#),
+            decode(r#"{"id":"register","name":"alice","resumeToken":"","rejoin":"c1"}"#),
             Upward::Register {
                 name: "alice".into(),
-                resume_token: None
+                resume_token: None,
+                rejoin: Some("c1".into()),
             }
         );
         assert_eq!(

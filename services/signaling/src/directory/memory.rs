@@ -77,7 +77,7 @@ impl Directory for MemoryDirectory {
         Ok(self.lock().users.get(name).and_then(UserRecord::route))
     }
 
-    async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
+    async fn deliver(&self, deliveries: &[Delivery]) -> Result<()> {
         let mut state = self.lock();
         for delivery in deliveries {
             let gateway = delivery.to.gateway;

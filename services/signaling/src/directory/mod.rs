@@ -104,7 +104,7 @@ pub trait Directory: Send + Sync + 'static {
     fn route(&self, name: &Name) -> impl Future<Output = Result<Option<Route>>> + Send;
 
     /// Hands deliveries to their sessions' gateways, keeping their order per gateway.
-    fn deliver(&self, deliveries: Vec<Delivery>) -> impl Future<Output = Result<()>> + Send;
+    fn deliver(&self, deliveries: &[Delivery]) -> impl Future<Output = Result<()>> + Send;
 
     /// Sends `gateway`'s deliveries to `sink` from now on (from `from`, a position in its
     /// inbox, where the store keeps one), instead of wherever they went before.

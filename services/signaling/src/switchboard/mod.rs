@@ -229,9 +229,10 @@ impl<D: Directory> Switchboard<D> {
 
     /// Hands what is collected so far to the directory, now.
     async fn flush(&self, out: &mut Out) -> Result<()> {
-        let pending = out.deliveries[out.sent..].to_vec();
+        let pending = &out.deliveries[out.sent..];
+        self.directory.deliver(pending).await?;
         out.sent = out.deliveries.len();
-        self.directory.deliver(pending).await
+        Ok(())
     }
 
     /// `name`'s session leaves, if `is_holder` says it holds the name: its grace period starts

@@ -436,7 +436,7 @@ impl Directory for Arc<RedisDirectory> {
         Ok(route.as_deref().and_then(Route::decode))
     }
 
-    async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<()> {
+    async fn deliver(&self, deliveries: &[Delivery]) -> Result<()> {
         if deliveries.is_empty() {
             return Ok(());
         }
