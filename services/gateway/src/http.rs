@@ -89,6 +89,14 @@ async fn upgrade(
         )
             .into_response();
     }
+    if state.shared.stop.is_cancelled() {
+        // Draining: this gateway is going away; the page goes to another.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server is going away\n",
+        )
+            .into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -143,8 +151,15 @@ impl Origins {
     }
 }
 
-/// Ready while the stream to signaling is up.
+/// Ready while a stream to signaling is up, and not draining (the load balancer stops sending
+/// browsers here).
 fn readiness(shared: &Shared) -> Readiness {
+    if shared.stop.is_cancelled() {
+        return Readiness {
+            ready: false,
+            problems: vec!["draining".into()],
+        };
+    }
     if shared.link.is_connected() {
         Readiness::ready()
     } else {

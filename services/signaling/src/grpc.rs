@@ -300,6 +300,13 @@ impl<D: Directory> Reader<D> {
                 self.subscribe(&subscribe.from).await;
                 None
             }
+            Some(In::Received(received)) => {
+                let directory = self.hub.directory();
+                if let Err(error) = directory.received(self.gateway, &received.position).await {
+                    tracing::warn!(gateway = %self.gateway, %error, "cannot note what the gateway received");
+                }
+                None
+            }
             Some(In::Hello(_)) | None => {
                 tracing::warn!(gateway = %self.gateway, session = message.session_id, "gateway message without a command");
                 None

@@ -460,6 +460,12 @@ mod tests {
         ) -> Result<()> {
             self.inner.subscribe(g, from, sink).await
         }
+        async fn received(&self, g: GatewayId, position: &str) -> Result<()> {
+            self.inner.received(g, position).await
+        }
+        async fn redeliver(&self, from: SessionKey, to: SessionKey) -> Result<usize> {
+            self.inner.redeliver(from, to).await
+        }
         async fn schedule(&self, at: Timestamp, timer: Timer) -> Result<()> {
             self.check()?;
             self.inner.schedule(at, timer).await

@@ -21,6 +21,9 @@ pub use crate::vocabulary::Role;
 pub struct UserRecord {
     /// The live session holding the name; `None` while it is away (within the grace period).
     pub holder: Option<SessionKey>,
+    /// While away: the session that held it, whose undelivered messages a resume picks up.
+    #[serde(default)]
+    pub last_holder: Option<SessionKey>,
     /// Presented to take the name back after a disconnect.
     pub token: String,
     /// Counts the disconnects: a grace timer names the one it belongs to, so a timer left over
@@ -63,6 +66,7 @@ impl UserRecord {
     pub fn new(holder: SessionKey, token: String) -> Self {
         Self {
             holder: Some(holder),
+            last_holder: None,
             token,
             epoch: 0,
             away_until: None,
@@ -98,7 +102,7 @@ impl UserRecord {
     /// The holder goes away until `until`: the name is kept for its token, the call is kept
     /// (the caller decides whether to end it). Returns the new epoch.
     pub fn go_away(&mut self, until: Timestamp) -> u64 {
-        self.holder = None;
+        self.last_holder = self.holder.take().or(self.last_holder);
         self.away_until = Some(until);
         self.epoch += 1;
         self.epoch
@@ -114,6 +118,7 @@ impl UserRecord {
     /// `holder` takes the name (a resume, a reload); returns the live session it displaced.
     pub fn take_over(&mut self, holder: SessionKey) -> Option<SessionKey> {
         let displaced = self.holder.replace(holder).filter(|old| *old != holder);
+        self.last_holder = None;
         self.away_until = None;
         // Invalidates the grace timer of the disconnect being resumed.
         self.epoch += 1;

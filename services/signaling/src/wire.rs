@@ -59,7 +59,7 @@ pub fn command(message: pb::GatewayMessage) -> Option<(u64, Option<Name>, Comman
         In::Stop(_) => Command::Stop,
         In::Closed(_) => Command::Closed,
         In::Lost(_) => Command::Lost,
-        In::Hello(_) | In::Subscribe(_) => return None,
+        In::Hello(_) | In::Subscribe(_) | In::Received(_) => return None,
     };
     Some((seq, Name::parse(&user).ok(), command, span))
 }

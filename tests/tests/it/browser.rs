@@ -100,7 +100,17 @@ pub async fn call_and_check_across(
     alice: &Browser,
     bob: &Browser,
 ) {
-    for (browser, name, page) in [(alice, "alice", alice_page), (bob, "bob", bob_page)] {
+    call_up((alice, "alice", alice_page), (bob, "bob", bob_page)).await;
+    check_the_call(alice, bob).await;
+}
+
+/// A page, its user's name, and where it is loaded from.
+type Party<'a> = (&'a Browser, &'a str, &'a str);
+
+/// Both pages load and register; the caller calls the callee, who accepts; the call is up.
+async fn call_up(caller: Party<'_>, callee: Party<'_>) {
+    let (alice, bob) = (caller.0, callee.0);
+    for (browser, name, page) in [caller, callee] {
         browser.goto(page).await;
         browser
             .wait_for(
@@ -124,7 +134,7 @@ pub async fn call_and_check_across(
         assert_eq!(policy, json!("relay"));
     }
 
-    alice.type_into("#peer", "bob").await;
+    alice.type_into("#peer", callee.1).await;
     alice.click("#call").await;
     bob.wait_for(
         PAGE,
@@ -135,7 +145,7 @@ pub async fn call_and_check_across(
     let from = bob
         .eval("return document.getElementById('incomingFrom').textContent")
         .await;
-    assert_eq!(from, json!("alice"));
+    assert_eq!(from, json!(caller.1));
     bob.click("#accept").await;
 
     for browser in [alice, bob] {
@@ -147,6 +157,10 @@ pub async fn call_and_check_across(
             )
             .await;
     }
+}
+
+/// What "the call works" means, then a hang-up from the caller that reaches the callee.
+async fn check_the_call(alice: &Browser, bob: &Browser) {
     // Both pages show the call's trace id, the same one, for bug reports.
     let trace = "return document.getElementById('statTrace').textContent";
     let shown = alice.eval(trace).await;
@@ -191,6 +205,130 @@ pub async fn call_and_check_across(
         "return app.callState === 'No call'",
     )
     .await;
+}
+
+/// The remote video of `page` keeps being decoded.
+async fn frames_rise(page: &Browser, what: &str) {
+    let first = frames_decoded(page).await;
+    testkit::eventually(MEDIA, what, || async {
+        let now = frames_decoded(page).await;
+        (now > first).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_process_restarted_one_at_a_time_under_two_calls_goes_unnoticed() {
+    let secret = "rollout-secret";
+    let turn = Coturn::start(TurnAuth::Secret(secret)).await;
+    let mut t = Topology::mesh(
+        Store::Redis,
+        2,
+        2,
+        &ephemeral_config(turn.port(), secret),
+        Flags::default(),
+    )
+    .await;
+    let page =
+        |t: &Topology, gateway: usize| format!("http://{}/", t.gateways[gateway].addr("http"));
+    let driver = Driver::start().await;
+    let pages = [
+        driver.browser().await,
+        driver.browser().await,
+        driver.browser().await,
+        driver.browser().await,
+    ];
+    // Two calls, each between the two gateways.
+    let (gw0, gw1) = (page(&t, 0), page(&t, 1));
+    call_up((&pages[0], "alice", &gw0), (&pages[1], "bob", &gw1)).await;
+    call_up((&pages[2], "carol", &gw1), (&pages[3], "dave", &gw0)).await;
+    for page in &pages {
+        page.wait_for(
+            MEDIA,
+            "remote video",
+            "return document.getElementById('videoOutput').videoWidth > 0",
+        )
+        .await;
+    }
+    let call_ids = || async {
+        let mut ids = Vec::new();
+        for page in &pages {
+            ids.push(page.eval("return app.callId").await);
+        }
+        ids
+    };
+    let before = call_ids().await;
+    assert_eq!(before[0], before[1], "alice and bob share a call");
+    assert_eq!(before[2], before[3], "carol and dave share a call");
+
+    // One process at a time, each replaced by a new one at the same address, as a rolling
+    // update does; after each, every page is registered, in its call, decoding video.
+    for step in [
+        "gateway 0",
+        "gateway 1",
+        "signaling 0",
+        "signaling 1",
+        "ice-config",
+    ] {
+        let process = match step {
+            "gateway 0" => &mut t.gateways[0],
+            "gateway 1" => &mut t.gateways[1],
+            "signaling 0" => &mut t.signaling[0],
+            "signaling 1" => &mut t.signaling[1],
+            _ => &mut t.ice_config,
+        };
+        assert_eq!(
+            process.terminate(Duration::from_secs(20)).await,
+            Some(0),
+            "{step} drains and exits cleanly"
+        );
+        match step {
+            "gateway 0" => t.restart_gateway(0).await,
+            "gateway 1" => t.restart_gateway(1).await,
+            "signaling 0" => t.restart_signaling(0).await,
+            "signaling 1" => t.restart_signaling(1).await,
+            _ => t.restart_ice_config().await,
+        }
+        for page in &pages {
+            page.wait_for(
+                PAGE,
+                "the page to be registered again",
+                "return app.registerState === 'registered' && app.callState === 'In call'",
+            )
+            .await;
+            frames_rise(
+                page,
+                &format!("video to keep flowing after restarting {step}"),
+            )
+            .await;
+        }
+    }
+    assert_eq!(
+        call_ids().await,
+        before,
+        "every page ends in the call it started in"
+    );
+
+    // A hang-up after all that still reaches the other side.
+    pages[0].click("#terminate").await;
+    pages[1]
+        .wait_for(
+            PAGE,
+            "bob to see the end",
+            "return app.callState === 'No call'",
+        )
+        .await;
+    pages[3].click("#terminate").await;
+    pages[2]
+        .wait_for(
+            PAGE,
+            "carol to see the end",
+            "return app.callState === 'No call'",
+        )
+        .await;
+    for page in pages {
+        page.quit().await;
+    }
 }
 
 async fn frames_decoded(browser: &Browser) -> u64 {

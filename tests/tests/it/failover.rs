@@ -246,8 +246,8 @@ async fn redis_stopped_for_ten_seconds(keep_data: bool) {
         redis.stop_losing_data().await;
     }
     let started = Instant::now();
-    let mut newcomer = t.browser().await;
-    let refused = newcomer.register("newcomer").await;
+    let mut refused_newcomer = t.browser().await;
+    let refused = refused_newcomer.register("newcomer").await;
     assert_eq!(
         (refused["response"].as_str(), refused["reason"].as_str()),
         (Some("rejected"), Some("unavailable")),
@@ -305,7 +305,17 @@ async fn redis_stopped_for_ten_seconds(keep_data: bool) {
     held(&t, &call.caller_name).await;
     held(&t, &call.callee_name).await;
     call.carries_candidates(10).await;
-    newcomer.register_ok("newcomer").await;
+    // New names are taken again once the service is back (a page retries `unavailable`).
+    let mut newcomer = testkit::eventually(Duration::from_secs(10), "a new name", || async {
+        let mut browser = t.browser_on(1).await;
+        let reply = browser.register("newcomer").await;
+        if reply["reason"] == "unavailable" {
+            return None;
+        }
+        assert_eq!(reply["response"], "accepted", "{reply}");
+        Some(browser)
+    })
+    .await;
     idle.send(json!({"id": "call", "to": "newcomer", "sdpOffer": "o"}))
         .await;
     newcomer.expect("incomingCall").await;
@@ -320,4 +330,48 @@ async fn redis_stopped_and_started_with_its_data_loses_nothing() {
 #[tokio::test]
 async fn redis_started_empty_gets_every_live_name_and_call_back() {
     redis_stopped_for_ten_seconds(false).await;
+}
+
+#[tokio::test]
+async fn a_page_whose_gateway_dies_rejoins_its_call_through_another() {
+    let mut t = Topology::mesh(Store::Redis, 2, 2, &static_config(3478), Flags::default()).await;
+    let mut alice = t.browser_on(0).await;
+    let alice_token = alice.register_ok("alice").await["resumeToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let mut bob = t.browser_on(1).await;
+    bob.register_ok("bob").await;
+    alice
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
+        .await;
+    let call_id = bob.expect("incomingCall").await["callId"].clone();
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"}))
+        .await;
+    alice.expect("callResponse").await;
+    bob.expect("startCommunication").await;
+
+    // Alice's gateway dies with her socket; Bob is not told the call ended.
+    t.gateways[0].kill().await;
+    drop(alice);
+    bob.expect_nothing_pending().await;
+    // Bob's candidates meanwhile are kept for her.
+    bob.send(json!({"id": "onIceCandidate", "candidate": candidate(7)}))
+        .await;
+    // Her page reconnects through the other gateway, resumes her name, rejoins the call.
+    let mut again = t.browser_on(1).await;
+    again
+        .send(json!({"id": "register", "name": "alice", "resumeToken": alice_token, "rejoin": call_id}))
+        .await;
+    let reply = again.expect("registerResponse").await;
+    assert_eq!(reply["response"], "accepted", "{reply}");
+    assert_eq!(reply["call"]["callId"], call_id, "{reply}");
+    assert_eq!(reply["call"]["peer"], "bob", "{reply}");
+    expect_candidate(&mut again, 7).await;
+    again
+        .send(json!({"id": "onIceCandidate", "candidate": candidate(8)}))
+        .await;
+    expect_candidate(&mut bob, 8).await;
+    again.send(json!({"id": "stop"})).await;
+    assert_eq!(bob.expect("stopCommunication").await["reason"], "hang_up");
 }

@@ -98,6 +98,8 @@ struct State {
     reader: Option<u64>,
     /// The last inbox position delivered.
     position: Option<Position>,
+    /// The last position told to the reader.
+    reported: Option<Position>,
     /// The store's epoch, as the replicas last said.
     epoch: Option<String>,
     /// Messages that must not be lost, lost with a replica while no other was attached: sent
@@ -352,7 +354,7 @@ fn unacked(message: &GatewayMessage) -> Option<Unacked> {
         // told instead, and may try again.
         Up::Call(_) => pb::Request::Call,
         Up::Answer(_) => pb::Request::Answer,
-        Up::Hello(_) | Up::Subscribe(_) => return None,
+        Up::Hello(_) | Up::Subscribe(_) | Up::Received(_) => return None,
     };
     Some(Unacked::Tell(request))
 }

@@ -18,6 +18,8 @@ use crate::resolve::Endpoints;
 
 /// Messages from sessions waiting to go to one replica.
 const UPSTREAM_QUEUE: usize = 16_384;
+/// How often the reader's stream is told how far the inbox was received.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reach a replica.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -154,9 +156,12 @@ async fn attach(
     };
     // From here the link holds the only sender: dropping it closes the stream.
     link.attached(key, tx, welcome);
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
+            _ = report.tick() => link.state().report_received(key),
             message = inbound.message() => match message {
                 Ok(Some(message)) => link.received(key, message),
                 Ok(None) => return Err(LinkError::Ended),
@@ -244,6 +249,7 @@ impl State {
         }
         // A new store: its inboxes start afresh.
         self.position = None;
+        self.reported = None;
         self.move_reader();
         self.reassert();
     }
@@ -267,6 +273,27 @@ impl State {
         };
         if let Some(upstream) = self.replicas.get(&key).and_then(|r| r.upstream.as_ref()) {
             let _ = upstream.try_send(subscribe);
+        }
+    }
+
+    /// Tells the reader how far this gateway has received its inbox, if it got further.
+    fn report_received(&mut self, key: u64) {
+        if self.reader != Some(key) || self.position == self.reported {
+            return;
+        }
+        let Some(position) = self.position else {
+            return;
+        };
+        let received = GatewayMessage {
+            body: Some(Up::Received(pb::Received {
+                position: position.to_string(),
+            })),
+            ..Default::default()
+        };
+        if let Some(upstream) = self.replicas.get(&key).and_then(|r| r.upstream.as_ref())
+            && upstream.try_send(received).is_ok()
+        {
+            self.reported = Some(position);
         }
     }
 

@@ -13,7 +13,7 @@ use super::{Change, Counts, Directory, Inbound, InboxSink, Result, Timer};
 use crate::{
     name::Name,
     record::{Role, Route, UserRecord},
-    vocabulary::{Delivery, GatewayId, Timestamp},
+    vocabulary::{Delivery, GatewayId, SessionKey, Timestamp},
 };
 
 pub struct MemoryDirectory {
@@ -116,6 +116,15 @@ impl Directory for MemoryDirectory {
             old.cut.cancel();
         }
         Ok(())
+    }
+
+    async fn received(&self, _gateway: GatewayId, _position: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Deliveries here go straight to a gateway's stream, with no inbox to read again.
+    async fn redeliver(&self, _from: SessionKey, _to: SessionKey) -> Result<usize> {
+        Ok(0)
     }
 
     async fn schedule(&self, at: Timestamp, timer: Timer) -> Result<()> {

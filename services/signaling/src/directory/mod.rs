@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     name::Name,
     record::{Route, UserRecord},
-    vocabulary::{CallId, Delivery, GatewayId, Timestamp},
+    vocabulary::{CallId, Delivery, GatewayId, SessionKey, Timestamp},
 };
 
 pub use memory::MemoryDirectory;
@@ -114,6 +114,22 @@ pub trait Directory: Send + Sync + 'static {
         from: Option<String>,
         sink: InboxSink,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// `gateway` has received its inbox up to `position`: what is older may go.
+    fn received(
+        &self,
+        gateway: GatewayId,
+        position: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Delivers to `to` again what a call in progress sent `from` (candidates, its end) that its
+    /// gateway may never have passed on (after the position it last said it received);
+    /// returns how many. For a session rejoining its call elsewhere after its gateway was lost.
+    fn redeliver(
+        &self,
+        from: SessionKey,
+        to: SessionKey,
+    ) -> impl Future<Output = Result<usize>> + Send;
 
     /// Sets `timer` for `at`.
     fn schedule(&self, at: Timestamp, timer: Timer) -> impl Future<Output = Result<()>> + Send;

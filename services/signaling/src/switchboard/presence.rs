@@ -43,6 +43,7 @@ impl<D: Directory> Switchboard<D> {
         let Claim::Granted {
             token,
             displaced,
+            previous,
             ended,
             rejoined,
             pending,
@@ -90,6 +91,15 @@ impl<D: Directory> Switchboard<D> {
                 call: rejoined.as_ref().map(Leg::state),
             },
         );
+        if rejoined.is_some()
+            && let Some(previous) = previous.filter(|p| *p != from)
+        {
+            // What was sent to the previous session and its gateway may not have passed on (a
+            // gateway lost with its socket) comes again, after the registration, before what
+            // was held since.
+            self.flush(out).await?;
+            self.directory.redeliver(previous, from).await?;
+        }
         for event in pending {
             out.send(from, event);
         }
@@ -175,6 +185,8 @@ pub(super) enum Claim {
     Granted {
         token: String,
         displaced: Option<SessionKey>,
+        /// The session that held the name before this claim (live or gone).
+        previous: Option<SessionKey>,
         /// The call the name was in, ended by this claim.
         ended: Option<Leg>,
         /// The call the name was in, rejoined by this claim.
@@ -210,6 +222,7 @@ fn claim(
         Some(record) if record.held_by(from) => Change::Keep(Claim::Granted {
             token: record.token.clone(),
             displaced: None,
+            previous: None,
             ended: None,
             rejoined: record.call.clone(),
             pending: Vec::new(),
@@ -218,6 +231,7 @@ fn claim(
         Some(record) if token.is_some_and(|t| token_matches(t, &record.token)) => {
             let mut record = record.clone();
             let resumed_epoch = Some(record.epoch);
+            let previous = record.holder.or(record.last_holder);
             let displaced = record.take_over(from);
             let wanted = request
                 .rejoin
@@ -235,6 +249,7 @@ fn claim(
             let claim = Claim::Granted {
                 token: record.token.clone(),
                 displaced,
+                previous,
                 ended,
                 rejoined,
                 pending,
@@ -284,6 +299,7 @@ impl Change<Claim> {
         let claim = Claim::Granted {
             token,
             displaced: None,
+            previous: None,
             ended: None,
             rejoined: record.call.clone(),
             pending: Vec::new(),
@@ -318,6 +334,7 @@ impl Claim {
         Claim::Granted {
             token: token.to_owned(),
             displaced: None,
+            previous: None,
             ended: None,
             rejoined: None,
             pending: Vec::new(),

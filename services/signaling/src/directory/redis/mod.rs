@@ -38,7 +38,7 @@ use std::{
 
 use prost::Message as _;
 use redis::{AsyncCommands, RedisResult, Script, streams::StreamReadReply};
-use stunner_proto::signaling::v1::SessionMessage;
+use stunner_proto::signaling::v1::{SessionMessage, session_message::Body as Out};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -47,7 +47,7 @@ use crate::{
     metrics::Metrics,
     name::Name,
     record::{Route, UserRecord},
-    vocabulary::{CallId, Delivery, GatewayId, Timestamp},
+    vocabulary::{CallId, Delivery, GatewayId, SessionKey, Timestamp},
 };
 use connection::{Backend, Conn};
 pub use connection::{StoreUrl, UrlError};
@@ -80,6 +80,10 @@ fn inbox_key(gateway: GatewayId) -> String {
 
 fn names_key(gateway: GatewayId) -> String {
     format!("sig:gw:{{{gateway}}}:names")
+}
+
+fn received_key(gateway: GatewayId) -> String {
+    format!("sig:gw:{{{gateway}}}:received")
 }
 
 /// Writes the record if its version is still the one read (`""`: absent), with its route (`r`:
@@ -493,6 +497,86 @@ impl Directory for Arc<RedisDirectory> {
         self.tasks
             .spawn(Arc::clone(self).read_inbox(gateway, from, sink));
         Ok(())
+    }
+
+    async fn received(&self, gateway: GatewayId, position: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let (key, inbox) = (received_key(gateway), inbox_key(gateway));
+        self.run("SET received", async {
+            // Same hash slot (the gateway's tag): one pipeline.
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(position)
+                .arg("PX")
+                .arg(millis(LEASE))
+                .ignore();
+            // What the gateway has is no longer needed for a resume elsewhere.
+            pipe.cmd("XTRIM")
+                .arg(&inbox)
+                .arg("MINID")
+                .arg("~")
+                .arg(position)
+                .ignore();
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn redeliver(&self, from: SessionKey, to: SessionKey) -> Result<usize> {
+        let mut conn = self.conn();
+        let inbox = inbox_key(from.gateway);
+        let received: Option<String> = self
+            .run("GET received", async {
+                conn.get(received_key(from.gateway)).await
+            })
+            .await?;
+        // Exclusive of what the gateway said it received.
+        let start = received.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
+        let entries: redis::streams::StreamRangeReply = self
+            .run("XRANGE", async {
+                conn.xrange_count(&inbox, &start, "+", INBOX_LENGTH).await
+            })
+            .await?;
+        let mut again = Vec::new();
+        for entry in entries.ids {
+            let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
+                continue;
+            };
+            let Ok(mut message) = SessionMessage::decode(data.as_slice()) else {
+                continue;
+            };
+            // What a call in progress carries, which comes twice harmlessly (a candidate added
+            // twice is added once; a call ends once): the gateway may have passed on some of
+            // it after the last position it reported.
+            let harmless = matches!(
+                message.body,
+                Some(Out::Candidate(_) | Out::StopCommunication(_))
+            );
+            if message.session_id == from.session && harmless {
+                message.session_id = to.session;
+                again.push(message.encode_to_vec());
+            }
+        }
+        if again.is_empty() {
+            return Ok(0);
+        }
+        let count = again.len();
+        let mut pipe = redis::pipe();
+        for data in again {
+            pipe.cmd("XADD")
+                .arg(inbox_key(to.gateway))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(INBOX_LENGTH)
+                .arg("*")
+                .arg("d")
+                .arg(data)
+                .ignore();
+        }
+        self.run("XADD", async { pipe.query_async::<()>(&mut conn).await })
+            .await?;
+        Ok(count)
     }
 
     async fn schedule(&self, at: Timestamp, timer: Timer) -> Result<()> {
