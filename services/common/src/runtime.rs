@@ -9,6 +9,7 @@
 //! 2. **stopping**: the servers stop accepting and finish what is open; tasks end.
 //!
 //! Both phases together are bounded by the grace period; what is left after it is dropped.
+//! (Over 300 lines: one type, the runtime, and its drain.)
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 

@@ -5,6 +5,7 @@
 //! is written in Go, whose JSON decoder matches keys case-insensitively, so real files contain
 //! both `loglevel` and `logLevel`: keys are folded to lower case before the typed decoding.
 //! Everything this service does not need (clusters, routes, admin settings) is ignored.
+//! (Over 300 lines: both config eras and their aliases, parsed in one place.)
 
 use std::{collections::BTreeMap, fmt, net::Ipv6Addr, str::FromStr};
 

@@ -2,6 +2,8 @@
 //! mean is [`crate::wire`]). Each session's
 //! commands are handled one after the other, in the order the gateway sent them; different
 //! sessions' commands run concurrently (a store round trip for one does not hold the others).
+//! (Over 300 lines: the stream reader, its per-session ordering and its acknowledgements are one
+//! loop.)
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},

@@ -13,6 +13,8 @@
 //! registration) and otherwise answered with `unavailable`. When the store itself forgets
 //! (a restarted in-memory replica, a Redis that came back empty), every session's name and
 //! call are asserted again from what this gateway knows of them ([`view`]).
+//! (Over 300 lines: the routing table and what happens to unacknowledged messages belong
+//! together.)
 
 mod replica;
 mod view;

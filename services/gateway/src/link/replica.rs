@@ -1,6 +1,7 @@
 //! One stream per signaling replica, for every endpoint SIGNALING_URL stands for: attached,
 //! re-attached with backoff when it breaks, dropped when its endpoint goes away; and what the
 //! link does when a replica comes, drains or goes.
+//! (Over 300 lines: the stream task and the state changes it causes are read together.)
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

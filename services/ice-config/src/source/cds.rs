@@ -9,6 +9,7 @@
 //! STUNner's own client, the watch is pinged every 5 s and dropped when no pong comes within
 //! 8 s. A failed session is retried with exponential backoff from 1 s; what was loaded stays in
 //! force meanwhile and readiness says what is wrong.
+//! (Over 300 lines: the CDS protocol client, listing and watch, with its tests.)
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! Names: registration and resume, disconnects and their grace period.
+//! (Over 300 lines: the claim rule and its reassertion are one rule, kept together.)
 
 use super::*;
 use crate::vocabulary::CallState;

@@ -1,0 +1,219 @@
+//! Inboxes: a stream per gateway, written by any replica, read by the one the gateway chose.
+
+use super::*;
+
+impl RedisDirectory {
+    pub(super) async fn deliver_all(&self, deliveries: &[Delivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        // One pipeline per gateway, in order (a gateway's inbox is one key, one hash slot);
+        // the gateways concurrently.
+        let mut pipes: Vec<(GatewayId, redis::Pipeline)> = Vec::new();
+        for delivery in deliveries {
+            let gateway = delivery.to.gateway;
+            // As it goes on the wire: the reader forwards it as it is.
+            let data = crate::wire::session_message(delivery).encode_to_vec();
+            let at = match pipes.iter().position(|(g, _)| *g == gateway) {
+                Some(at) => at,
+                None => {
+                    pipes.push((gateway, redis::pipe()));
+                    pipes.len() - 1
+                }
+            };
+            pipes[at]
+                .1
+                .cmd("XADD")
+                .arg(inbox_key(gateway))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(INBOX_LENGTH)
+                .arg("*")
+                .arg("d")
+                .arg(data)
+                .ignore();
+        }
+        let conn = self.conn();
+        self.run("XADD", async {
+            let sends = pipes.into_iter().map(|(_, pipe)| {
+                let mut conn = conn.clone();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            });
+            futures_util::future::try_join_all(sends).await.map(drop)
+        })
+        .await
+    }
+
+    pub(super) async fn subscribe_reader(
+        self: &Arc<Self>,
+        gateway: GatewayId,
+        from: Option<String>,
+        sink: InboxSink,
+    ) -> Result<()> {
+        let cut = sink.cut.clone();
+        if let Some(old) = lock(&self.readers).insert(gateway, cut.clone()) {
+            old.cancel();
+        }
+        let from = from
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| "0-0".into());
+        self.tasks
+            .spawn(Arc::clone(self).read_inbox(gateway, from, sink));
+        Ok(())
+    }
+
+    /// Reads `gateway`'s inbox from `from` into `sink` until cut.
+    pub(super) async fn read_inbox(
+        self: Arc<Self>,
+        gateway: GatewayId,
+        from: String,
+        inbox: InboxSink,
+    ) {
+        let key = inbox_key(gateway);
+        let mut position = from;
+        let mut conn: Option<Conn> = None;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if inbox.cut.is_cancelled() || self.stop.is_cancelled() {
+                return;
+            }
+            let reader = match &mut conn {
+                Some(conn) => conn,
+                None => match self.backend.connect(Some(INBOX_BLOCK)).await {
+                    Ok(new) => conn.insert(new),
+                    Err(error) => {
+                        tracing::warn!(%gateway, %error, "cannot connect to read the inbox");
+                        self.pause(&inbox.cut, &mut delay).await;
+                        continue;
+                    }
+                },
+            };
+            let options = redis::streams::StreamReadOptions::default()
+                .block(millis(INBOX_BLOCK) as usize)
+                .count(INBOX_BATCH);
+            let (keys, ids) = ([&key], [&position]);
+            let read = tokio::select! {
+                () = inbox.cut.cancelled() => return,
+                () = self.stop.cancelled() => return,
+                read = reader.xread_options::<_, _, StreamReadReply>(&keys, &ids, &options) => read,
+            };
+            let reply = match read {
+                Ok(reply) => reply,
+                Err(error) => {
+                    tracing::warn!(%gateway, %error, "cannot read the inbox; retrying");
+                    self.metrics.store("XREAD", Duration::ZERO, false);
+                    conn = None;
+                    self.pause(&inbox.cut, &mut delay).await;
+                    continue;
+                }
+            };
+            delay = Duration::from_millis(100);
+            for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
+                position = entry.id.clone();
+                let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
+                    continue;
+                };
+                let Ok(message) = SessionMessage::decode(data.as_slice()) else {
+                    tracing::warn!(%gateway, id = %entry.id, "unreadable delivery in the inbox; skipped");
+                    continue;
+                };
+                let inbound = Inbound {
+                    position: Some(entry.id),
+                    message,
+                };
+                tokio::select! {
+                    () = inbox.cut.cancelled() => return,
+                    sent = inbox.sink.send(inbound) => if sent.is_err() { return },
+                }
+            }
+        }
+    }
+
+    pub(super) async fn pause(&self, cut: &CancellationToken, delay: &mut Duration) {
+        tokio::select! {
+            () = cut.cancelled() => {}
+            () = tokio::time::sleep(*delay) => {}
+        }
+        *delay = (*delay * 2).min(Duration::from_secs(2));
+    }
+
+    pub(super) async fn note_received(&self, gateway: GatewayId, position: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let (key, inbox) = (received_key(gateway), inbox_key(gateway));
+        self.run("SET received", async {
+            // Same hash slot (the gateway's tag): one pipeline.
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(position)
+                .arg("PX")
+                .arg(millis(LEASE))
+                .ignore();
+            // What the gateway has is no longer needed for a resume elsewhere.
+            pipe.cmd("XTRIM")
+                .arg(&inbox)
+                .arg("MINID")
+                .arg("~")
+                .arg(position)
+                .ignore();
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    pub(super) async fn redeliver_to(&self, from: SessionKey, to: SessionKey) -> Result<usize> {
+        let mut conn = self.conn();
+        let inbox = inbox_key(from.gateway);
+        let received: Option<String> = self
+            .run("GET received", async {
+                conn.get(received_key(from.gateway)).await
+            })
+            .await?;
+        // Exclusive of what the gateway said it received.
+        let start = received.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
+        let entries: redis::streams::StreamRangeReply = self
+            .run("XRANGE", async {
+                conn.xrange_count(&inbox, &start, "+", INBOX_LENGTH).await
+            })
+            .await?;
+        let mut again = Vec::new();
+        for entry in entries.ids {
+            let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
+                continue;
+            };
+            let Ok(mut message) = SessionMessage::decode(data.as_slice()) else {
+                continue;
+            };
+            // What a call in progress carries, which comes twice harmlessly (a candidate added
+            // twice is added once; a call ends once): the gateway may have passed on some of
+            // it after the last position it reported.
+            let harmless = matches!(
+                message.body,
+                Some(Out::Candidate(_) | Out::StopCommunication(_))
+            );
+            if message.session_id == from.session && harmless {
+                message.session_id = to.session;
+                again.push(message.encode_to_vec());
+            }
+        }
+        if again.is_empty() {
+            return Ok(0);
+        }
+        let count = again.len();
+        let mut pipe = redis::pipe();
+        for data in again {
+            pipe.cmd("XADD")
+                .arg(inbox_key(to.gateway))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(INBOX_LENGTH)
+                .arg("*")
+                .arg("d")
+                .arg(data)
+                .ignore();
+        }
+        self.run("XADD", async { pipe.query_async::<()>(&mut conn).await })
+            .await?;
+        Ok(count)
+    }
+}

@@ -1,0 +1,104 @@
+//! Records: read with their version, written by compare-and-set.
+
+use super::*;
+
+impl RedisDirectory {
+    /// The record of `name` with its version (`""` when absent).
+    pub(super) async fn load_versioned(&self, name: &Name) -> Result<(String, Option<UserRecord>)> {
+        let mut conn = self.conn();
+        let key = record_key(name);
+        let (version, data): (Option<String>, Option<Vec<u8>>) = self
+            .run("HMGET", async {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("v")
+                    .arg("d")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let record = match data {
+            Some(data) => Some(serde_json::from_slice(&data).map_err(|error| {
+                StoreError::Unavailable(format!("the record of {name} is unreadable: {error}"))
+            })?),
+            None => None,
+        };
+        Ok((version.unwrap_or_default(), record))
+    }
+
+    /// Writes `record` (or deletes it) if `name`'s record is still at `version`.
+    pub(super) async fn compare_and_set(
+        &self,
+        name: &Name,
+        version: &str,
+        record: Option<&UserRecord>,
+    ) -> Result<bool> {
+        let data = match record {
+            Some(record) => serde_json::to_vec(record)
+                .map_err(|error| StoreError::Unavailable(error.to_string()))?,
+            None => Vec::new(),
+        };
+        // A live session's record is renewed by its gateway's reader; an away user's record
+        // lives out its grace period.
+        let ttl = match record.and_then(|r| r.away_until) {
+            Some(until) => until
+                .saturating_since(Timestamp::now())
+                .saturating_add(AWAY_SLACK),
+            None => LEASE,
+        };
+        let mut conn = self.conn();
+        let written: i64 = self
+            .run("EVALSHA cas", async {
+                self.scripts
+                    .cas
+                    .key(record_key(name))
+                    .arg(version)
+                    .arg(data)
+                    .arg(svc_common::random_hex(8))
+                    .arg(millis(ttl))
+                    .arg(
+                        record
+                            .and_then(UserRecord::route)
+                            .map(|r| r.encode())
+                            .unwrap_or_default(),
+                    )
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(written == 1)
+    }
+
+    pub(super) async fn update_record<T, F>(&self, name: &Name, mut change: F) -> Result<T>
+    where
+        T: Send,
+        F: FnMut(Option<&UserRecord>) -> Change<T> + Send,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let (version, current) = self.load_versioned(name).await?;
+            let written = match change(current.as_ref()) {
+                Change::Keep(value) => return Ok(value),
+                Change::Put(record, value) => self
+                    .compare_and_set(name, &version, Some(&record))
+                    .await?
+                    .then_some(value),
+                Change::Delete(value) => self
+                    .compare_and_set(name, &version, None)
+                    .await?
+                    .then_some(value),
+            };
+            if let Some(value) = written {
+                return Ok(value);
+            }
+        }
+        Err(StoreError::Contended(name.clone()))
+    }
+
+    pub(super) async fn route_of(&self, name: &Name) -> Result<Option<Route>> {
+        let mut conn = self.conn();
+        let route: Option<String> = self
+            .run("HGET", async { conn.hget(record_key(name), "r").await })
+            .await?;
+        Ok(route.as_deref().and_then(Route::decode))
+    }
+}
