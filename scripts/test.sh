@@ -60,3 +60,23 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+
+# Fuzzing, bounded: the browser protocol decoder and the STUNner config parser, each from its
+# committed corpus (fuzz/corpus/<target>, read only; what the run finds goes to a scratch
+# directory). cargo-fuzz is built once (pinned) with the stable toolchain; the targets need the
+# nightly one, which rustup installs if it is missing. FUZZ_SECONDS=0 skips this.
+fuzz_seconds=${FUZZ_SECONDS:-60}
+if [ "$fuzz_seconds" != 0 ]; then
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "==> installing cargo-fuzz"
+        cargo install --quiet --locked cargo-fuzz --version 0.13.2
+    fi
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install --profile minimal nightly
+    for target in browser_protocol stunner_config; do
+        echo "==> fuzzing $target for ${fuzz_seconds}s"
+        scratch=$(mktemp -d)
+        (cd fuzz && cargo +nightly fuzz run --quiet "$target" "$scratch" "corpus/$target" -- \
+            -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -print_final_stats=1)
+        rm -rf "$scratch"
+    done
+fi

@@ -25,6 +25,23 @@ impl Browser {
         Browser { ws }
     }
 
+    /// Connects with a small receive buffer, as a client that reads slowly or not at all.
+    pub async fn connect_with_receive_buffer(url: &str, bytes: u32) -> Browser {
+        let authority = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("a ws:// URL");
+        let addr: std::net::SocketAddr = authority.parse().expect("an IP address and port");
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("connect");
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(tcp), None)
+                .await
+                .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Browser { ws }
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.send_text(&message.to_string()).await;
     }
@@ -33,16 +50,36 @@ impl Browser {
         self.ws.send(Message::text(text)).await.expect("send");
     }
 
+    /// Sends `text`; `false` when the connection is gone or the send did not complete within
+    /// `within` (the server stopped reading).
+    pub async fn try_send_text(&mut self, text: &str, within: Duration) -> bool {
+        self.try_send_raw(Message::text(text), within).await
+    }
+
+    /// Sends `message`; `false` when the connection is gone or the send did not complete within
+    /// `within`.
+    pub async fn try_send_raw(&mut self, message: Message, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.ws.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
     pub async fn send_raw(&mut self, message: Message) {
         self.ws.send(message).await.expect("send");
     }
 
     /// The next protocol message (pings are answered by the library and skipped).
     pub async fn recv(&mut self) -> Value {
+        self.recv_within(REPLY).await
+    }
+
+    /// The next protocol message, which may take up to `within`.
+    pub async fn recv_within(&mut self, within: Duration) -> Value {
         loop {
-            let frame = tokio::time::timeout(REPLY, self.ws.next())
+            let frame = tokio::time::timeout(within, self.ws.next())
                 .await
-                .expect("a message within 5s")
+                .unwrap_or_else(|_| panic!("a message within {within:?}"))
                 .expect("the socket is open")
                 .expect("a frame");
             match frame {

@@ -10,6 +10,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_stream::{StreamExt, wrappers::BroadcastStream};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 /// One request the stand-in answered.
 #[derive(Clone, Debug)]
@@ -83,13 +84,16 @@ impl ApiStandIn {
         match tls {
             Some((cert, key)) => {
                 let acceptor = gateway::tls::acceptor(cert, key).expect("TLS certificate");
-                let tasks = TaskTracker::new();
-                tokio::spawn(gateway::tls::serve(
+                let listener = svc_common::connections::CappedListener::new(
                     listener,
-                    acceptor,
+                    Arc::new(tokio::sync::Semaphore::new(1024)),
+                );
+                tokio::spawn(svc_common::connections::serve_http(
+                    listener,
                     router,
+                    Duration::from_secs(10),
                     stop.clone(),
-                    tasks,
+                    move |connection| gateway::tls::handshake(acceptor.clone(), connection),
                 ));
             }
             None => {

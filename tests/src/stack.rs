@@ -38,6 +38,8 @@ pub struct Launch<'a> {
     hosts: Option<&'a Hosts>,
     /// Wait for `/readyz` before returning (the gateway: attached to signaling).
     ready: bool,
+    /// The process's limit on open files (soft and hard), when the test sets one.
+    file_limit: Option<u32>,
 }
 
 impl<'a> Launch<'a> {
@@ -71,6 +73,7 @@ impl<'a> Launch<'a> {
             env: Vec::new(),
             hosts: None,
             ready: false,
+            file_limit: None,
         }
     }
 
@@ -106,6 +109,13 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Runs the process with at most `files` open files (`prlimit`), as on a host whose
+    /// default limit is low.
+    pub fn file_limit(mut self, files: u32) -> Self {
+        self.file_limit = Some(files);
+        self
+    }
+
     /// Returns as soon as the ports are announced, ready or not.
     pub fn unready(mut self) -> Self {
         self.ready = false;
@@ -119,9 +129,19 @@ impl<'a> Launch<'a> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let service = match self.hosts {
-            None => Service::start(&binary(self.binary), &args, &env).await,
-            Some(hosts) => {
+        let service = match (self.hosts, self.file_limit) {
+            (None, Some(files)) => {
+                let mut wrapped = vec![format!("--nofile={files}:{files}"), "--".to_owned()];
+                wrapped.push(binary(self.binary).to_string_lossy().into_owned());
+                wrapped.extend(self.args.iter().cloned());
+                let wrapped: Vec<&str> = wrapped.iter().map(String::as_str).collect();
+                Service::start(Path::new("prlimit"), &wrapped, &env).await
+            }
+            (None, None) => Service::start(&binary(self.binary), &args, &env).await,
+            (Some(_), Some(_)) => {
+                panic!("a file limit and private hosts together are not supported")
+            }
+            (Some(hosts), None) => {
                 let (program, wrapped) = hosts.wrap(&binary(self.binary), &args);
                 let wrapped: Vec<&str> = wrapped.iter().map(String::as_str).collect();
                 Service::start(&program, &wrapped, &env).await

@@ -31,6 +31,36 @@ pub struct DrainArgs {
     pub shutdown_grace: Duration,
 }
 
+/// How many connections the process keeps open, how long HTTP clients have to speak.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ConnectionArgs {
+    /// Connections open at once across every port; over it, new ones wait to be accepted.
+    /// 0: as many as the process's file descriptor limit allows, less a reserve.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// How long an HTTP client may take to send a request's headers, and how long an idle
+    /// kept-alive connection stays open.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
+    pub header_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    pub fn limits(&self) -> crate::ConnectionLimits {
+        crate::ConnectionLimits::new(self.max_connections, *self.header_timeout)
+    }
+}
+
+/// The secret the services share: callers of a gRPC port present it, the gateway sends it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// A shared secret for the services' gRPC ports (`authorization: Bearer <token>`): servers
+    /// refuse calls without it (gRPC health excepted, for probes), the gateway sends it. Unset:
+    /// the ports trust whoever reaches them (keep them behind a NetworkPolicy).
+    #[arg(long, env = "GRPC_TOKEN", hide_env_values = true)]
+    pub grpc_token: Option<crate::auth::Token>,
+}
+
 /// Checks that every flag of `command` also reads an environment variable, so Kubernetes can set
 /// everything through env; for each binary's unit tests.
 pub fn assert_every_flag_reads_env(command: &clap::Command) {

@@ -10,11 +10,15 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub mod admin;
 pub mod args;
+pub mod auth;
+pub mod connections;
 mod logs;
 pub mod metrics;
+pub mod name;
 pub mod runtime;
 pub mod telemetry;
 
+pub use connections::ConnectionLimits;
 /// A duration flag's value: parsed by [`parse_duration`], shown in `--help` as `10s`, `1day`.
 pub use humantime::Duration;
 pub use runtime::{GrpcServices, Runtime, run_binary};

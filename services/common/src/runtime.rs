@@ -11,17 +11,30 @@
 //! Both phases together are bounded by the grace period; what is left after it is dropped.
 //! (Over 300 lines: one type, the runtime, and its drain.)
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt;
-use tokio::{net::TcpListener, task::JoinSet, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+    task::JoinSet,
+    time::Instant,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{
     server::NamedService,
     service::{Routes, RoutesBuilder},
-    transport::server::TcpIncoming,
 };
+
+use crate::{
+    auth::{RequireToken, Token},
+    connections::{self, CappedListener, Connection, ConnectionLimits},
+};
+
+/// How often a gRPC server pings a quiet client, and how long it waits for the answer: a frozen
+/// or vanished peer's streams are ended rather than held (and buffered for) forever.
+const GRPC_KEEPALIVE: Duration = Duration::from_secs(5);
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
@@ -80,6 +93,11 @@ pub struct Runtime {
     health: HealthReporter,
     served: Vec<&'static str>,
     drain: Option<BoxedFuture>,
+    /// Open connections, across every port.
+    connections: Arc<Semaphore>,
+    header_timeout: Duration,
+    /// What callers of the gRPC ports must present.
+    token: Option<Token>,
 }
 
 impl Runtime {
@@ -89,6 +107,7 @@ impl Runtime {
         grace: Duration,
         ports: &[(&'static str, SocketAddr)],
     ) -> anyhow::Result<Self> {
+        let limits = ConnectionLimits::default();
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for &(key, addr) in ports {
@@ -110,7 +129,21 @@ impl Runtime {
             health: HealthReporter::new(),
             served: Vec::new(),
             drain: None,
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            header_timeout: limits.header_timeout,
+            token: None,
         })
+    }
+
+    /// Caps open connections and bounds how long HTTP clients may take; before serving.
+    pub fn limit_connections(&mut self, limits: ConnectionLimits) {
+        self.connections = Arc::new(Semaphore::new(limits.max_connections));
+        self.header_timeout = limits.header_timeout;
+    }
+
+    /// Callers of the gRPC ports must present `token` (health excepted); before serving.
+    pub fn require_token(&mut self, token: Option<Token>) {
+        self.token = token;
     }
 
     /// The address bound for `key`.
@@ -167,13 +200,14 @@ impl Runtime {
         self.drain = Some(Box::pin(drain));
     }
 
-    fn take_listener(&mut self, key: &str) -> anyhow::Result<TcpListener> {
+    fn take_listener(&mut self, key: &str) -> anyhow::Result<CappedListener> {
         let at = self
             .listeners
             .iter()
             .position(|(k, _)| *k == key)
             .with_context(|| format!("no port {key} bound"))?;
-        Ok(self.listeners.swap_remove(at).1)
+        let listener = self.listeners.swap_remove(at).1;
+        Ok(CappedListener::new(listener, self.connections.clone()))
     }
 
     /// Serves `services` on port `key`, with gRPC health and reflection (v1 and v1alpha, which
@@ -218,39 +252,47 @@ impl Runtime {
             .add_service(reflection().build_v1alpha()?);
         self.served.extend(names);
         let routes: Routes = routes.routes();
-        let server = configure(tonic::transport::Server::builder())
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
+            .http2_keepalive_timeout(Some(GRPC_KEEPALIVE));
+        let server = configure(server)
+            .layer(RequireToken(self.token.clone()))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                self.stop.clone().cancelled_owned(),
-            );
+            .serve_with_incoming_shutdown(listener.incoming(), self.stop.clone().cancelled_owned());
         self.servers
             .spawn(async move { server.await.context("gRPC server") });
         Ok(())
     }
 
-    /// Serves `router` on port `key` (plain HTTP/1.1, Nagle off: small messages must not wait
-    /// for delayed ACKs).
+    /// Serves `router` on port `key` (plain HTTP/1.1).
     pub fn serve_http(&mut self, key: &'static str, router: axum::Router) -> anyhow::Result<()> {
-        let listener = self.take_listener(key)?.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(self.stop.clone().cancelled_owned());
-        self.servers
-            .spawn(async move { server.await.context("HTTP server") });
-        Ok(())
+        self.serve_http_with(key, router, connections::plain)
     }
 
-    /// Serves port `key` with a server of the service's own (TLS), which must end once
-    /// [`Runtime::stopping`] is cancelled.
-    pub fn serve_with<F, Fut>(&mut self, key: &'static str, serve: F) -> anyhow::Result<()>
+    /// Serves `router` on port `key` over what `handshake` makes of each connection (TLS).
+    pub fn serve_http_with<H, Fut, Io>(
+        &mut self,
+        key: &'static str,
+        router: axum::Router,
+        handshake: H,
+    ) -> anyhow::Result<()>
     where
-        F: FnOnce(TcpListener) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+        H: Fn(Connection) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Option<Io>> + Send + 'static,
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let listener = self.take_listener(key)?;
-        self.servers.spawn(serve(listener));
+        let server = connections::serve_http(
+            listener,
+            router,
+            self.header_timeout,
+            self.stop.clone(),
+            handshake,
+        );
+        self.servers.spawn(async move {
+            server.await;
+            Ok(())
+        });
         Ok(())
     }
 

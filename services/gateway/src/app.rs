@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use svc_common::Runtime;
+use svc_common::{
+    ConnectionLimits, Runtime,
+    auth::{Bearer, Token},
+};
 use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
@@ -15,6 +18,7 @@ use crate::{
     resolve,
     session::{SessionLimits, Shared},
     tls,
+    upstream::IceConfigHealth,
 };
 
 /// Messages a session may fall behind by before it is closed, by default.
@@ -39,6 +43,9 @@ pub struct Settings {
     pub session_queue: usize,
     /// PEM certificate chain and key: serve HTTPS and WSS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Presented to signaling and ice-config.
+    pub grpc_token: Option<Token>,
+    pub connections: ConnectionLimits,
     pub shutdown_grace: Duration,
 }
 
@@ -52,6 +59,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         &[("http", settings.http_addr)],
     )
     .await?;
+    runtime.limit_connections(settings.connections);
     let tasks = runtime.tasks();
 
     // Connected lazily: the gateway starts (and reports not ready) without ice-config.
@@ -60,14 +68,20 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         &settings.ice_config_url,
         settings.ice_config_resolve_every,
         |endpoint| {
-            // Each request is bounded as a whole by the ICE client.
+            // Each request is bounded as a whole by the ICE client; a replica that stops
+            // answering is noticed by HTTP/2 keepalive and left for the others.
             endpoint
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(1))
+                .keep_alive_while_idle(true)
         },
         runtime.stopping(),
     )?;
     tasks.spawn(resolver);
+    let ice_health = IceConfigHealth::default();
+    tasks.spawn(ice_health.clone().watch(ice.clone(), runtime.stopping()));
     // One stream per signaling replica; a replica that stops answering (a frozen process, a
     // lost node) is noticed by HTTP/2 keepalive within two seconds.
     let (replicas, resolver) = resolve::watch(
@@ -78,7 +92,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     if let Some(resolver) = resolver {
         tasks.spawn(resolver);
     }
-    let link = Link::new(settings.session_queue);
+    let bearer = Bearer::new(settings.grpc_token.as_ref());
+    let link = Link::new(settings.session_queue, bearer.clone());
     tasks.spawn(link::run(
         link.clone(),
         replicas,
@@ -97,7 +112,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let shared = Arc::new(Shared {
         link,
         metrics: Metrics::default(),
-        ice: IceClient::new(ice, settings.relay_only),
+        ice: IceClient::new(ice, settings.relay_only, bearer),
+        ice_health,
         limits: settings.limits,
         stop: runtime.draining(),
         sessions: sessions.clone(),
@@ -111,11 +127,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     match &settings.tls {
         Some((cert, key)) => {
             let acceptor = tls::acceptor(cert, key)?;
-            let (stop, tasks) = (runtime.stopping(), runtime.tasks());
             runtime.rename("http", "https");
-            runtime.serve_with("https", move |listener| async move {
-                tls::serve(listener, acceptor, router, stop, tasks).await;
-                Ok(())
+            runtime.serve_http_with("https", router, move |connection| {
+                tls::handshake(acceptor.clone(), connection)
             })?;
         }
         None => runtime.serve_http("http", router)?,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use svc_common::{
     Duration,
-    args::{DrainArgs, HttpArgs},
+    args::{ConnectionArgs, DrainArgs, HttpArgs, TokenArgs},
     parse_duration,
 };
 
@@ -81,6 +81,12 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 
     #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+
+    #[command(flatten)]
     pub drain: DrainArgs,
 }
 
@@ -107,6 +113,8 @@ impl Args {
             },
             session_queue: self.session_queue,
             tls: self.tls_cert.zip(self.tls_key),
+            grpc_token: self.token.grpc_token,
+            connections: self.connections.limits(),
             shutdown_grace: *self.drain.shutdown_grace,
         }
     }

@@ -61,9 +61,13 @@ pub fn router(state: HttpState, static_dir: PathBuf) -> Router {
     let admin = svc_common::admin::router(
         move || readiness(&ready),
         move || {
-            metrics
-                .metrics
-                .render(metrics.link.sessions(), metrics.link.replicas_attached())
+            let link = &metrics.link;
+            metrics.metrics.render(
+                link.sessions(),
+                link.replicas_attached(),
+                link.queued(),
+                &link.overflows(),
+            )
         },
     );
     Router::new()
@@ -131,8 +135,16 @@ impl Origins {
     /// no Origin (not browsers) are let through: the check protects users' browsers, not the
     /// server.
     fn check(&self, headers: &HeaderMap) -> Result<(), ForeignOrigin> {
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
+        };
+        // An origin is ASCII (browsers serialise hosts in punycode): anything else is not from a
+        // page of ours, whatever it says.
+        let Ok(origin) = origin.to_str() else {
+            let origin = String::from_utf8_lossy(origin.as_bytes())
+                .escape_debug()
+                .to_string();
+            return Err(ForeignOrigin(origin));
         };
         let same_site = headers
             .get(header::HOST)
@@ -151,8 +163,8 @@ impl Origins {
     }
 }
 
-/// Ready while a stream to signaling is up, and not draining (the load balancer stops sending
-/// browsers here).
+/// Ready while a stream to signaling is up and ice-config answers, and not draining (the load
+/// balancer stops sending browsers here).
 fn readiness(shared: &Shared) -> Readiness {
     if shared.stop.is_cancelled() {
         return Readiness {
@@ -160,13 +172,16 @@ fn readiness(shared: &Shared) -> Readiness {
             problems: vec!["draining".into()],
         };
     }
-    if shared.link.is_connected() {
-        Readiness::ready()
-    } else {
-        Readiness {
-            ready: false,
-            problems: vec!["no stream to signaling".into()],
-        }
+    let mut problems = Vec::new();
+    if !shared.link.is_connected() {
+        problems.push("no stream to signaling".into());
+    }
+    if !shared.ice_health.answering() {
+        problems.push("ice-config does not answer".into());
+    }
+    Readiness {
+        ready: problems.is_empty(),
+        problems,
     }
 }
 
@@ -180,12 +195,13 @@ mod tests {
     /// The router with no signaling and no ice-config behind it: what a request sees before
     /// anything is connected.
     fn router(origins: &[&str]) -> Router {
-        let link = Link::new(8);
+        let link = Link::new(8, Default::default());
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         let shared = Arc::new(Shared {
             link,
             metrics: Metrics::default(),
-            ice: IceClient::new(channel, true),
+            ice: IceClient::new(channel, true, Default::default()),
+            ice_health: Default::default(),
             limits: SessionLimits::default(),
             stop: Default::default(),
             sessions: Default::default(),
@@ -205,7 +221,7 @@ mod tests {
             get(router(&[]), "/readyz", &[]).await,
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready\nno stream to signaling\n".into()
+                "not ready\nno stream to signaling\nice-config does not answer\n".into()
             )
         );
         assert_eq!(get(router(&[]), "/healthz", &[]).await.0, StatusCode::OK);
@@ -234,6 +250,15 @@ mod tests {
                 "origin https://evil.example is not allowed\n"
             )
         );
+        // A byte outside ASCII does not make the origin absent.
+        let mut headers = HeaderMap::new();
+        for (name, value) in upgrade("https://x") {
+            headers.insert(name, value.parse().expect("a header value"));
+        }
+        let origin = header::HeaderValue::from_bytes(b"https://calls.example.com\xe9")
+            .expect("a header value");
+        headers.insert(header::ORIGIN, origin);
+        assert!(Origins::parse(&[]).check(&headers).is_err());
         // Listed, or the gateway's own: let through to the upgrade (which a oneshot request
         // cannot complete, so it is refused for that, not for its origin).
         for (origins, origin) in [

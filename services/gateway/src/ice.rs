@@ -1,21 +1,29 @@
 //! ICE configurations for browsers, from ice-config.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use stunner_proto::iceconfig::v1::{
     GetIceConfigRequest, IceTransportPolicy, ice_config_service_client::IceConfigServiceClient,
 };
-use tonic::{Code, transport::Channel};
+use svc_common::auth::Bearer;
+use tokio::sync::Semaphore;
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 
 use crate::protocol::{IceConfiguration, IceServer};
 
-/// How long a browser's registration may wait for its ICE configuration.
+/// How long a browser's registration may wait for its ICE configuration, once its request is
+/// under way.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Requests to ice-config under way at once: a registration storm queues here (each waits its
+/// turn) instead of piling thousands of streams on ice-config's connections, which HTTP/2
+/// servers answer by telling the client to calm down.
+const CONCURRENCY: usize = 128;
 
 #[derive(Clone)]
 pub struct IceClient {
-    client: IceConfigServiceClient<Channel>,
+    client: IceConfigServiceClient<InterceptedService<Channel, Bearer>>,
     policy: IceTransportPolicy,
+    turns: Arc<Semaphore>,
 }
 
 /// A configuration and when to replace it.
@@ -34,15 +42,16 @@ pub enum IceError {
 }
 
 impl IceClient {
-    pub fn new(channel: Channel, relay_only: bool) -> Self {
+    pub fn new(channel: Channel, relay_only: bool, bearer: Bearer) -> Self {
         let policy = if relay_only {
             IceTransportPolicy::Relay
         } else {
             IceTransportPolicy::All
         };
         Self {
-            client: IceConfigServiceClient::new(channel),
+            client: IceConfigServiceClient::with_interceptor(channel, bearer),
             policy,
+            turns: Arc::new(Semaphore::new(CONCURRENCY)),
         }
     }
 
@@ -65,6 +74,11 @@ impl IceClient {
             ..Default::default()
         });
         svc_common::telemetry::inject_current(request.metadata_mut());
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
         // Bounded here as a whole: a balanced channel with no address yet (ice-config's name
         // does not resolve) would otherwise hold the request forever.
         let answer =

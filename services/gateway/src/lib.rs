@@ -1,6 +1,7 @@
 //! gateway: the browsers' WebSocket edge. Speaks the tutorial's JSON protocol ([`protocol`]) on
 //! `/one2one`, carries every session over one stream to signaling ([`link`]), and fetches
-//! credentials from ice-config ([`ice`]). Holds no call state of its own.
+//! credentials from ice-config ([`ice`], whose health [`upstream`] follows). Holds no call state
+//! of its own.
 
 pub mod app;
 pub mod balance;
@@ -14,3 +15,4 @@ pub mod reason;
 pub mod resolve;
 pub mod session;
 pub mod tls;
+pub mod upstream;

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the gateway: sessions, registrations by result, rejected inputs by
-//! reason. Counted where replies are written, so every refusal a browser sees is counted once.
+//! reason (counted where replies are written, so every refusal a browser sees is counted once);
+//! bytes queued and bounds hit, by queue.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    link::{Overflows, Queued},
     protocol::{ServerMessage, Verdict},
     reason::GatewayReason,
 };
@@ -27,6 +29,13 @@ struct Inner {
     replicas: Gauge,
     registrations: Family<Label, Counter>,
     rejected: Family<Label, Counter>,
+    queued_bytes: Family<QueueLabel, Gauge>,
+    overflows: Family<QueueLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +66,18 @@ impl Default for Metrics {
             "Browser messages refused with an error, by reason",
             rejected.clone(),
         );
+        let queued_bytes = Family::default();
+        registry.register(
+            "queued_bytes",
+            "Bytes queued: to_browsers (every session's queue), to_signaling (sent, not yet acknowledged), held (for a replica to come back)",
+            queued_bytes.clone(),
+        );
+        let overflows = Family::default();
+        registry.register(
+            "queue_overflows",
+            "Bounds hit, by queue: to_browsers (a session closed as too slow), to_signaling (a message refused), held (a message dropped)",
+            overflows.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -64,6 +85,8 @@ impl Default for Metrics {
                 replicas,
                 registrations,
                 rejected,
+                queued_bytes,
+                overflows,
             }),
         }
     }
@@ -101,10 +124,29 @@ impl Metrics {
             .inc();
     }
 
-    pub fn render(&self, sessions: usize, replicas: usize) -> String {
+    pub fn render(
+        &self,
+        sessions: usize,
+        replicas: usize,
+        queued: Queued,
+        overflows: &Overflows,
+    ) -> String {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.inner.sessions.set(gauge(sessions));
         self.inner.replicas.set(gauge(replicas));
+        let inner = &self.inner;
+        for (queue, bytes, overflowed) in [
+            ("to_browsers", queued.to_browsers, &overflows.to_browsers),
+            ("to_signaling", queued.to_signaling, &overflows.to_signaling),
+            ("held", queued.held, &overflows.held),
+        ] {
+            let label = QueueLabel { queue };
+            inner.queued_bytes.get_or_create(&label).set(gauge(bytes));
+            // The link counts; the counter follows it.
+            let counter = inner.overflows.get_or_create(&label);
+            let now = overflowed.load(std::sync::atomic::Ordering::Relaxed);
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
         svc_common::metrics::render(&self.inner.registry)
     }
 }

@@ -247,14 +247,36 @@ impl ClientMessage {
             >::new(&id))
             .is_ok();
             if known {
+                // serde quotes the offending value ("unknown variant `…`"): only its start.
                 DecodeError::Invalid {
                     id: id.into_owned(),
-                    detail: error.to_string(),
+                    detail: quoted_detail(&error.to_string()),
                 }
             } else {
-                DecodeError::UnknownId(id.into_owned())
+                DecodeError::UnknownId(quoted(&id))
             }
         })
+    }
+}
+
+/// The longest part of a client's text an error quotes back.
+const MAX_QUOTE: usize = 32;
+
+/// The start of `text`, for an error message: a reply never grows with what a client sent.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTE) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// The longest error detail returned.
+const MAX_DETAIL: usize = 160;
+
+fn quoted_detail(detail: &str) -> String {
+    match detail.char_indices().nth(MAX_DETAIL) {
+        None => detail.to_owned(),
+        Some((end, _)) => format!("{}…", &detail[..end]),
     }
 }
 

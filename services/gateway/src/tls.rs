@@ -1,14 +1,14 @@
 //! Optional TLS, so the gateway can serve HTTPS and WSS itself like the tutorial's server did
 //! (behind an ingress that terminates TLS, it is not needed).
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use axum::Router;
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::net::TcpListener;
-use tokio_rustls::{TlsAcceptor, rustls};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use svc_common::connections::Connection;
+use tokio_rustls::{TlsAcceptor, rustls, server::TlsStream};
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads a PEM certificate chain and private key.
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
@@ -28,50 +28,20 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` over TLS until `stop`; connection tasks are owned by `tasks`.
-pub async fn serve(
-    listener: TcpListener,
+/// The TLS handshake on an accepted connection, bounded in time; `None` when it fails.
+pub async fn handshake(
     acceptor: TlsAcceptor,
-    router: Router,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
-        tasks.spawn(async move { connection(tcp, peer, acceptor, router, stop).await });
-    }
-}
-
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    stop: CancellationToken,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-    };
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
-        .with_upgrades();
-    tokio::select! {
-        served = connection => if let Err(error) = served {
-            tracing::debug!(%peer, %error, "connection ended with an error");
-        },
-        () = stop.cancelled() => {}
+    connection: Connection,
+) -> Option<TlsStream<Connection>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
     }
 }

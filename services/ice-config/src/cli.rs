@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 
 use svc_common::{
     Duration,
-    args::{DrainArgs, GrpcArgs, HttpArgs},
+    args::{ConnectionArgs, DrainArgs, GrpcArgs, HttpArgs, TokenArgs},
     parse_duration,
 };
 
@@ -90,6 +90,12 @@ pub struct Args {
     pub max_ttl: Duration,
 
     #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+
+    #[command(flatten)]
     pub drain: DrainArgs,
 }
 
@@ -160,6 +166,8 @@ impl Args {
                 default: default_ttl,
                 max: max_ttl,
             },
+            grpc_token: self.token.grpc_token,
+            connections: self.connections.limits(),
             shutdown_grace: *self.drain.shutdown_grace,
         })
     }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -36,13 +36,19 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
     Router::new()
-        .route("/ice", get(get_ice))
-        .route("/", get(get_turn))
+        // HEAD would run the GET handler and mint a credential nobody sees.
+        .route("/ice", get(get_ice).head(no_head))
+        .route("/", get(get_turn).head(no_head))
         .with_state(state)
         .merge(svc_common::admin::router(
             move || store.readiness(),
             move || metrics.render(),
         ))
+}
+
+/// HEAD on an endpoint that issues credentials: refused, issuing nothing.
+async fn no_head() -> impl IntoResponse {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")])
 }
 
 /// The query parameters of stunner-auth-service, all optional strings so that every parse error

@@ -67,6 +67,8 @@ pub enum ConfigError {
     Yaml(String),
     #[error("the document is empty")]
     Empty,
+    #[error("the document is {0} bytes; a STUNner config is at most {MAX_DOCUMENT}")]
+    TooLarge(usize),
     #[error("{0}")]
     Shape(String),
     #[error("missing `version` (expected \"v1alpha1\" or \"v1\")")]
@@ -395,8 +397,15 @@ struct RawListener {
     port: Option<i64>,
 }
 
+/// The largest document parsed: STUNner's configs are a few kilobytes each, and parsing a huge
+/// one (YAML above all) costs seconds of CPU.
+pub const MAX_DOCUMENT: usize = 4 << 20;
+
 /// JSON when it looks like JSON (for JSON's better error messages), YAML otherwise.
 fn parse_tree(text: &str) -> Result<serde_json::Value, ConfigError> {
+    if text.len() > MAX_DOCUMENT {
+        return Err(ConfigError::TooLarge(text.len()));
+    }
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(ConfigError::Empty);

@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
             default: *args.default_ttl,
             ..Default::default()
         },
+        grpc_token: None,
+        connections: Default::default(),
         shutdown_grace: grace,
     })
     .await?;
@@ -66,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
         http_addr: loopback,
         limits: Default::default(),
         redis: None,
+        grpc_token: None,
+        connections: Default::default(),
         shutdown_grace: grace,
     })
     .await?;
@@ -87,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
         limits: Default::default(),
         session_queue: gateway::app::SESSION_QUEUE,
         tls: None,
+        grpc_token: None,
+        connections: Default::default(),
         shutdown_grace: grace,
     })
     .await?;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use svc_common::{
     Duration,
-    args::{DrainArgs, GrpcArgs, HttpArgs},
+    args::{ConnectionArgs, DrainArgs, GrpcArgs, HttpArgs, TokenArgs},
     parse_duration,
 };
 
@@ -48,6 +48,12 @@ pub struct Args {
     pub max_buffered_candidates: usize,
 
     #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+
+    #[command(flatten)]
     pub drain: DrainArgs,
 }
 
@@ -65,8 +71,11 @@ impl Args {
                 ring_timeout: *self.ring_timeout,
                 resume_grace: *self.resume_grace,
                 max_buffered_candidates: self.max_buffered_candidates,
+                ..Limits::default()
             },
             redis: self.redis_url,
+            grpc_token: self.token.grpc_token,
+            connections: self.connections.limits(),
             shutdown_grace: *self.drain.shutdown_grace,
         }
     }

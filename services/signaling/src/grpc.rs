@@ -24,7 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    directory::{Directory, Inbound, InboxSink},
+    directory::{Directory, Inbound, InboxSink, Outbox, outbox},
     hub::{Hub, SEEN_EVERY, StreamGuard},
     name::Name,
     vocabulary::{Command, GatewayId, SessionKey},
@@ -34,6 +34,8 @@ use crate::{
 /// Deliveries a gateway stream may fall behind by before it is cut (rather than growing memory
 /// without bound or dropping messages silently); the gateway reconnects.
 pub const GATEWAY_QUEUE: usize = 65_536;
+/// The same bound in bytes.
+pub const GATEWAY_BYTES: usize = 32 << 20;
 /// Commands of one stream in progress at once; beyond it the stream is read no further until
 /// some finish (backpressure to the gateway).
 const IN_FLIGHT: usize = 1024;
@@ -90,7 +92,7 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
         };
         let epoch = self.hub.epoch();
         tracing::info!(%gateway, ?peer, "gateway attached");
-        let (deliveries_tx, deliveries) = mpsc::channel(GATEWAY_QUEUE);
+        let (deliveries_tx, deliveries) = outbox(GATEWAY_QUEUE, GATEWAY_BYTES);
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         let cut = CancellationToken::new();
         // A fresh channel has room.
@@ -110,7 +112,7 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
             acks: Acks::default(),
         };
         self.tasks.spawn(reader.run(inbound));
-        let deliveries = ReceiverStream::new(deliveries).map(|inbound: Inbound| {
+        let deliveries = deliveries.map(|inbound: Inbound| {
             let mut message = inbound.message;
             message.position = inbound.position.unwrap_or_default();
             message
@@ -139,7 +141,7 @@ struct Reader<D: Directory> {
     /// Ends the outbound side too.
     cut: CancellationToken,
     /// Where this stream's deliveries go, once the gateway subscribes it.
-    deliveries: mpsc::Sender<Inbound>,
+    deliveries: Outbox,
     control: mpsc::Sender<pb::SessionMessage>,
     /// The store's epoch, told to the gateway whenever it changes.
     epoch: watch::Receiver<String>,

@@ -11,7 +11,7 @@ pub mod directory;
 pub mod grpc;
 pub mod hub;
 pub mod metrics;
-pub mod name;
+pub use svc_common::name;
 pub mod record;
 pub mod switchboard;
 pub mod vocabulary;

@@ -294,6 +294,8 @@ pub struct Limits {
     pub resume_grace: Duration,
     /// How many candidates one side may send before the other side can take them.
     pub max_buffered_candidates: usize,
+    /// How many bytes of candidates, together.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Limits {
@@ -302,6 +304,7 @@ impl Default for Limits {
             ring_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(10),
             max_buffered_candidates: 64,
+            max_buffered_bytes: 64 * 1024,
         }
     }
 }

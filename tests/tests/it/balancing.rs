@@ -92,10 +92,18 @@ async fn a_name_that_resolves_to_nothing_refuses_registrations_in_bounded_time()
     let signaling = Launch::signaling().start().await;
     // No address for the name, as when a headless Service has no ready pod yet.
     let hosts = Hosts::new(&[]);
+    // Not ready, and saying why: no ice-config answers.
     let gateway = Launch::gateway("http://ice-config-grpc:50051", &signaling.url("grpc", ""))
         .hosts(&hosts)
+        .unready()
         .start()
         .await;
+    let (status, body) = testkit::eventually(Duration::from_secs(10), "a readiness answer", || {
+        gateway.get("http", "/readyz")
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ice-config does not answer"), "{body}");
     let mut browser =
         testkit::Browser::connect(&format!("ws://{}/one2one", gateway.addr("http"))).await;
     let reply = tokio::time::timeout(Duration::from_secs(15), browser.register("alice"))

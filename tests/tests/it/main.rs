@@ -5,6 +5,7 @@ mod balancing;
 mod browser;
 mod calls;
 mod failover;
+mod hardening;
 mod manifests;
 mod replicas;
 mod runtime;

@@ -13,6 +13,11 @@
 //! registration) and otherwise answered with `unavailable`. When the store itself forgets
 //! (a restarted in-memory replica, a Redis that came back empty), every session's name and
 //! call are asserted again from what this gateway knows of them ([`view`]).
+//! Every queue is bounded in bytes as well as in messages: a session's queue (and all of them
+//! together) closes the session that overflows it as too slow; what is in flight to a replica
+//! is bounded so a frozen one cannot hold the gateway's memory, and what cannot be sent then is
+//! refused, or held for the next replica when it must not be lost (a socket closing, a
+//! registration, a hang-up).
 //! (Over 300 lines: the routing table and what happens to unacknowledged messages belong
 //! together.)
 
@@ -21,19 +26,35 @@ mod view;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
 };
+
+use prost::Message as _;
 
 use stunner_proto::signaling::v1::{
     self as pb, GatewayMessage, SessionMessage, gateway_message::Body as Up,
     session_message::Body as Down,
 };
+use svc_common::auth::Bearer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use view::{Position, View};
 
 pub use replica::run;
+
+/// Bytes a session's queue may hold before the session is closed as too slow.
+const SESSION_BYTES: usize = 1 << 20;
+/// Bytes every session's queue may hold together.
+const ALL_SESSIONS_BYTES: usize = 256 << 20;
+/// Bytes sent to one replica and not acknowledged yet: beyond it the replica is not keeping
+/// up (or is frozen), and messages are refused rather than queued.
+const IN_FLIGHT_BYTES: usize = 8 << 20;
+/// Bytes of must-not-lose messages held while no replica can take them.
+const HELD_BYTES: usize = 16 << 20;
 
 /// Why the server ended a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +65,34 @@ pub enum Ended {
 
 /// A session's end of the table: its queue, and how it learns it was ended.
 pub struct SessionHandle {
-    pub inbox: mpsc::Receiver<Box<SessionMessage>>,
+    inbox: mpsc::Receiver<Box<SessionMessage>>,
     pub ended: CancellationToken,
     reason: Arc<Mutex<Option<Ended>>>,
+    /// Bytes in this session's queue, and in every session's.
+    queued: Arc<AtomicUsize>,
+    all_queued: Arc<AtomicUsize>,
 }
 
 impl SessionHandle {
     pub fn reason(&self) -> Option<Ended> {
         *lock(&self.reason)
+    }
+
+    /// The next message for the session; `None` once it was ended.
+    pub async fn recv(&mut self) -> Option<Box<SessionMessage>> {
+        let message = self.inbox.recv().await?;
+        let bytes = message.encoded_len();
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        self.all_queued.fetch_sub(bytes, Ordering::Relaxed);
+        Some(message)
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        // What was never read leaves the total with the session.
+        let left = self.queued.swap(0, Ordering::Relaxed);
+        self.all_queued.fetch_sub(left, Ordering::Relaxed);
     }
 }
 
@@ -61,6 +102,7 @@ struct Entry {
     inbox: mpsc::Sender<Box<SessionMessage>>,
     ended: CancellationToken,
     reason: Arc<Mutex<Option<Ended>>>,
+    queued: Arc<AtomicUsize>,
     /// The replica this session's messages go to.
     home: Option<u64>,
     /// The last message sent to its home (a stream's sequence number).
@@ -80,6 +122,9 @@ struct Replica {
     /// Sent and not acknowledged yet: sequence number, session, and the message itself when it
     /// must be re-sent if the replica is lost.
     unacked: VecDeque<(u64, u64, Unacked)>,
+    /// Every message sent and not acknowledged yet, by sequence number and size.
+    in_flight: VecDeque<(u64, usize)>,
+    in_flight_bytes: usize,
 }
 
 /// What to do with a message a lost replica never acknowledged.
@@ -104,9 +149,30 @@ struct State {
     reported: Option<Position>,
     /// The store's epoch, as the replicas last said.
     epoch: Option<String>,
-    /// Messages that must not be lost, lost with a replica while no other was attached: sent
-    /// as soon as one is.
+    /// Messages that must not be lost, lost with a replica (or refused by every one) while no
+    /// other could take them: sent as soon as one can.
     resend: Vec<(u64, GatewayMessage)>,
+    resend_bytes: usize,
+    /// Bytes in every session's queue.
+    all_queued: Arc<AtomicUsize>,
+    /// Bounds hit: sessions closed as too slow, messages refused by a replica not keeping up,
+    /// held messages dropped.
+    overflows: Arc<Overflows>,
+}
+
+/// How often each bound was hit.
+#[derive(Default)]
+pub struct Overflows {
+    pub to_browsers: AtomicU64,
+    pub to_signaling: AtomicU64,
+    pub held: AtomicU64,
+}
+
+/// Bytes queued, for metrics.
+pub struct Queued {
+    pub to_browsers: usize,
+    pub to_signaling: usize,
+    pub held: usize,
 }
 
 pub struct Link {
@@ -114,14 +180,17 @@ pub struct Link {
     id: String,
     state: Mutex<State>,
     session_queue: usize,
+    /// The services' shared token, presented to every replica.
+    bearer: Bearer,
 }
 
 impl Link {
-    pub fn new(session_queue: usize) -> Arc<Self> {
+    pub fn new(session_queue: usize, bearer: Bearer) -> Arc<Self> {
         Arc::new(Self {
             id: svc_common::random_hex(8),
             state: Mutex::default(),
             session_queue,
+            bearer,
         })
     }
 
@@ -143,17 +212,36 @@ impl Link {
         self.state().sessions.len()
     }
 
+    /// Bytes queued now.
+    pub fn queued(&self) -> Queued {
+        let state = self.state();
+        Queued {
+            to_browsers: state.all_queued.load(Ordering::Relaxed),
+            to_signaling: state.replicas.values().map(|r| r.in_flight_bytes).sum(),
+            held: state.resend_bytes,
+        }
+    }
+
+    /// How often each bound was hit.
+    pub fn overflows(&self) -> Arc<Overflows> {
+        self.state().overflows.clone()
+    }
+
     /// Adds a session to the routing table.
     pub fn open(&self, session: u64) -> SessionHandle {
         let (inbox, rx) = mpsc::channel(self.session_queue);
         let ended = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
-        self.state().sessions.insert(
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut state = self.state();
+        let all_queued = state.all_queued.clone();
+        state.sessions.insert(
             session,
             Entry {
                 inbox,
                 ended: ended.clone(),
                 reason: reason.clone(),
+                queued: queued.clone(),
                 home: None,
                 last_seq: 0,
                 view: View::default(),
@@ -163,6 +251,8 @@ impl Link {
             inbox: rx,
             ended,
             reason,
+            queued,
+            all_queued,
         }
     }
 
@@ -170,7 +260,8 @@ impl Link {
         self.state().sessions.remove(&session);
     }
 
-    /// Queues a message for signaling; `false` if no replica can take it.
+    /// Queues a message for signaling; `false` if no replica can take it now and it is not one
+    /// to hold until one can.
     pub fn send(&self, mut message: GatewayMessage) -> bool {
         let mut state = self.state();
         let session = message.session_id;
@@ -179,10 +270,10 @@ impl Link {
         {
             entry.view.sent(body);
         }
-        let Some(home) = state.home(session) else {
-            return false;
-        };
-        state.send_to(home, session, &mut message)
+        let sent = state
+            .home(session)
+            .is_some_and(|home| state.send_to(home, session, &mut message));
+        sent || state.hold(session, message)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -238,12 +329,20 @@ impl State {
         let Some(upstream) = &replica.upstream else {
             return false;
         };
+        let bytes = message.encoded_len();
+        if replica.in_flight_bytes + bytes > IN_FLIGHT_BYTES {
+            self.overflows.to_signaling.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         message.seq = replica.seq + 1;
         let unacked = unacked(message);
         if upstream.try_send(message.clone()).is_err() {
+            self.overflows.to_signaling.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         replica.seq += 1;
+        replica.in_flight.push_back((replica.seq, bytes));
+        replica.in_flight_bytes += bytes;
         if let Some(unacked) = unacked {
             replica.unacked.push_back((replica.seq, session, unacked));
         }
@@ -269,22 +368,51 @@ impl State {
         if let Some(body) = &message.body {
             entry.view.received(body);
         }
-        if entry.inbox.try_send(Box::new(message)).is_err()
-            && let Some(entry) = self.sessions.remove(&session)
-        {
+        let bytes = message.encoded_len();
+        let fits = entry.queued.load(Ordering::Relaxed) + bytes <= SESSION_BYTES
+            && self.all_queued.load(Ordering::Relaxed) + bytes <= ALL_SESSIONS_BYTES;
+        if fits && entry.inbox.try_send(Box::new(message)).is_ok() {
+            entry.queued.fetch_add(bytes, Ordering::Relaxed);
+            self.all_queued.fetch_add(bytes, Ordering::Relaxed);
+            return;
+        }
+        if let Some(entry) = self.sessions.remove(&session) {
             tracing::warn!(session, "browser too slow to read its messages; closing");
+            self.overflows.to_browsers.fetch_add(1, Ordering::Relaxed);
             *lock(&entry.reason) = Some(Ended::TooSlow);
             entry.ended.cancel();
         }
     }
 
-    /// What could not be re-sent when its replica was lost, now that one is attached.
+    /// Keeps a message no replica could take, if it must not be lost, for the next one that
+    /// can; `false` if it is not kept.
+    fn hold(&mut self, session: u64, message: GatewayMessage) -> bool {
+        if !must_not_be_lost(&message) {
+            return false;
+        }
+        let bytes = message.encoded_len();
+        if self.resend_bytes + bytes > HELD_BYTES {
+            self.overflows.held.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                session,
+                "a message for signaling was dropped: too many held while no replica could take them"
+            );
+            return false;
+        }
+        self.resend_bytes += bytes;
+        self.resend.push((session, message));
+        true
+    }
+
+    /// What could not be sent (or re-sent when its replica was lost), now that one is attached.
     fn resend_held(&mut self) {
+        self.resend_bytes = 0;
         for (session, mut message) in std::mem::take(&mut self.resend) {
             let sent = self
                 .home(session)
                 .is_some_and(|home| self.send_to(home, session, &mut message));
             if !sent {
+                self.resend_bytes += message.encoded_len();
                 self.resend.push((session, message));
             }
         }
@@ -320,10 +448,10 @@ impl State {
                     let sent = self
                         .home(session)
                         .is_some_and(|home| self.send_to(home, session, &mut message));
-                    if !sent {
+                    if !sent && !self.hold(session, *message) {
                         tracing::warn!(
                             session,
-                            "a message for signaling was lost with its replica and no other can take it"
+                            "a candidate for signaling was lost with its replica and no other can take it"
                         );
                     }
                 }
@@ -342,6 +470,15 @@ impl State {
             }
         }
     }
+}
+
+/// Messages whose effect must not be lost (a name let go, a call ended, a name claimed): held
+/// while no replica can take them. A candidate is not: a late one is worthless.
+fn must_not_be_lost(message: &GatewayMessage) -> bool {
+    matches!(
+        message.body,
+        Some(Up::Closed(_) | Up::Lost(_) | Up::Register(_) | Up::Stop(_))
+    )
 }
 
 /// What to keep of a message until its replica acknowledges it.

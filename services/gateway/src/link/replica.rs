@@ -98,6 +98,8 @@ async fn replica(
             seq: 0,
             acked: 0,
             unacked: Default::default(),
+            in_flight: Default::default(),
+            in_flight_bytes: 0,
         },
     );
     let mut backoff = Duration::from_millis(100);
@@ -137,7 +139,7 @@ async fn attach(
     stop: &CancellationToken,
 ) -> Result<(), LinkError> {
     let channel = target.connect().await?;
-    let mut client = SignalingServiceClient::new(channel);
+    let mut client = SignalingServiceClient::with_interceptor(channel, link.bearer.clone());
     let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
     let hello = GatewayMessage {
         body: Some(Up::Hello(pb::Hello {
@@ -186,6 +188,8 @@ impl Link {
         replica.draining = false;
         replica.seq = 0;
         replica.acked = 0;
+        replica.in_flight.clear();
+        replica.in_flight_bytes = 0;
         state.store_epoch(&welcome.store_epoch);
         state.resend_held();
         if state.reader.is_none_or(|reader| {
@@ -226,6 +230,8 @@ impl Link {
         };
         let was = replica.upstream.take().is_some();
         replica.draining = false;
+        replica.in_flight.clear();
+        replica.in_flight_bytes = 0;
         for entry in state.sessions.values_mut() {
             if entry.home == Some(key) {
                 entry.home = None;
@@ -306,6 +312,12 @@ impl State {
         replica.acked = replica.acked.max(seq);
         while replica.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
             replica.unacked.pop_front();
+        }
+        while let Some(&(s, bytes)) = replica.in_flight.front()
+            && s <= seq
+        {
+            replica.in_flight.pop_front();
+            replica.in_flight_bytes -= bytes;
         }
         if replica.draining {
             self.release(key);

@@ -67,6 +67,20 @@ fn every_decode_error_has_a_reason() {
 }
 
 #[test]
+fn an_unknown_id_is_quoted_only_in_part() {
+    let text = format!(r#"{{"id":"{}"}}"#, "é".repeat(60_000));
+    let error = ClientMessage::decode(&text).expect_err("unknown");
+    assert_eq!(
+        error,
+        DecodeError::UnknownId(format!("{}…", "é".repeat(32)))
+    );
+    assert_eq!(
+        ClientMessage::decode(r#"{"id":"hello"}"#).err(),
+        Some(DecodeError::UnknownId("hello".into()))
+    );
+}
+
+#[test]
 fn encodes_the_tutorial_shapes() {
     let accepted = ServerMessage::RegisterResponse {
         response: Verdict::Accepted,

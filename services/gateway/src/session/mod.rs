@@ -29,10 +29,11 @@ use crate::{
     metrics::Metrics,
     protocol::{ClientMessage, IceConfiguration, ServerMessage},
     reason::GatewayReason,
+    upstream::IceConfigHealth,
 };
 use calltrace::CallTrace;
 use ratelimit::TokenBucket;
-use socket::{closing_handshake, send, too_big, write};
+use socket::{answer_close, closing_handshake, send, violation, write};
 use state::{Fetch, Purpose, Registration, Session};
 use translate::up;
 
@@ -40,6 +41,8 @@ use translate::up;
 const NO_PONG: &str = "no pong";
 /// The close reason for a browser that does not read what it is sent.
 const TOO_SLOW: &str = "too slow reading messages";
+/// The close reason for a browser flooding pings or pongs.
+const TOO_MANY_CONTROL_FRAMES: &str = "too many control frames";
 
 /// When a credential refresh fails, the next try.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
@@ -49,6 +52,8 @@ pub struct Shared {
     pub link: Arc<Link>,
     pub metrics: Metrics,
     pub ice: IceClient,
+    /// Whether ice-config answers (for readiness).
+    pub ice_health: IceConfigHealth,
     pub limits: SessionLimits,
     /// Cancelled when the gateway starts draining: every session closes with 1001.
     pub stop: CancellationToken,
@@ -104,6 +109,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    let ended_by_link = handle.ended.clone();
     let mut goodbye = Goodbye::Lost;
     let close: Close = loop {
         // While a registration is under way the socket is not read, so what the browser sends
@@ -116,19 +122,28 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                 let replies = match frame {
                     Some(Ok(Message::Text(text))) => session.on_text(&text),
                     Some(Ok(Message::Binary(_))) => vec![session.refuse_binary()],
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Vec::new(),
+                    // Control frames cost the server a pong each: they count against the
+                    // browser's rate like messages, and a flood of them ends the session.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        if !session.bucket.take() {
+                            shared.metrics.rejected(GatewayReason::RateLimited);
+                            break Some((close_code::POLICY, TOO_MANY_CONTROL_FRAMES));
+                        }
+                        Vec::new()
+                    }
                     Some(Ok(Message::Close(_))) => {
                         goodbye = Goodbye::Closed;
+                        answer_close(&mut socket).await;
                         break None;
                     }
                     None => break None,
-                    Some(Err(error)) => {
-                        if too_big(error) {
-                            shared.metrics.rejected(GatewayReason::TooBig);
-                            break Some((close_code::SIZE, "message too big"));
+                    Some(Err(error)) => match violation(error) {
+                        Some((code, reason, counted)) => {
+                            shared.metrics.rejected(counted);
+                            break Some((code, reason));
                         }
-                        break None;
-                    }
+                        None => break None,
+                    },
                 };
                 if let Err(close) = send(&mut socket, &shared.metrics, replies).await {
                     break close;
@@ -141,17 +156,17 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                     break close;
                 }
             }
-            message = handle.inbox.recv() => {
+            message = handle.recv() => {
                 let Some(message) = message else { break None };
                 let replies = session.on_signaling(*message);
                 // A browser that stopped reading blocks this write; its queue overflowing
                 // (`ended`) must still end the session.
                 tokio::select! {
                     sent = send(&mut socket, &shared.metrics, replies) => if let Err(close) = sent { break close },
-                    () = handle.ended.cancelled() => break Some(ended(&handle)),
+                    () = ended_by_link.cancelled() => break Some(ended(&handle)),
                 }
             }
-            () = handle.ended.cancelled() => break Some(ended(&handle)),
+            () = ended_by_link.cancelled() => break Some(ended(&handle)),
             () = until(refresh_due) => session.start_refresh(),
             _ = pings.tick() => {
                 if last_heard.elapsed() > shared.limits.ping_interval * 2 {

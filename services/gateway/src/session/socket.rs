@@ -5,20 +5,41 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 
 use super::{Close, NO_PONG, TOO_SLOW};
-use crate::{metrics::Metrics, protocol::ServerMessage};
+use crate::{metrics::Metrics, protocol::ServerMessage, reason::GatewayReason};
 
 /// How long the server waits for a browser to finish the closing handshake.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
 /// How long one write to a browser may take before the browser is taken for stuck.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Whether a socket error is a frame over the size limit.
-pub fn too_big(error: axum::Error) -> bool {
+/// What a read error says about the browser: a frame over the size limit (1009), text that is
+/// not UTF-8 (1007), a violation of the protocol (1002), each with the close to send; `None`
+/// when the connection itself is gone.
+pub fn violation(error: axum::Error) -> Option<(u16, &'static str, GatewayReason)> {
     use tokio_tungstenite::tungstenite::{Error, error::CapacityError};
-    matches!(
-        error.into_inner().downcast::<Error>().map(|e| *e),
-        Ok(Error::Capacity(CapacityError::MessageTooLong { .. }))
-    )
+    match error.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+            Some((close_code::SIZE, "message too big", GatewayReason::TooBig))
+        }
+        Ok(Error::Utf8(_)) => Some((
+            close_code::INVALID,
+            "text is not valid UTF-8",
+            GatewayReason::InvalidMessage,
+        )),
+        Ok(Error::Protocol(_) | Error::Capacity(_)) => Some((
+            close_code::PROTOCOL,
+            "protocol violation",
+            GatewayReason::InvalidMessage,
+        )),
+        _ => None,
+    }
+}
+
+/// Answers the browser's own close: the reply the WebSocket queued goes out before the
+/// connection ends (bounded, like every write).
+pub async fn answer_close(socket: &mut WebSocket) {
+    use futures_util::SinkExt;
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, socket.flush()).await;
 }
 
 /// Writes replies; `Err` with how to close when the socket is gone or stuck.

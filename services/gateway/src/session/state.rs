@@ -3,6 +3,7 @@
 //! and what each browser frame, fetched configuration or signaling message means for it.
 
 use super::*;
+use svc_common::name::Name;
 use translate::{Downward, Upward, downward, error, register_refused, registered, upward};
 
 /// An ICE configuration fetch in flight, and what it is for.
@@ -106,6 +107,17 @@ impl Session {
                 pb::Reason::AlreadyRegistered.into(),
             )];
         }
+        // Checked before anything records or fetches for it (a name is written to logs and
+        // traces); signaling checks it again, as the authority.
+        let name = match Name::parse(&name) {
+            Ok(name) => name.to_string(),
+            Err(error) => {
+                return vec![register_refused(
+                    &error.to_string(),
+                    pb::Reason::InvalidName.into(),
+                )];
+            }
+        };
         // Registration is a trace of its own, including the ice-config request.
         let span = tracing::info_span!(
             parent: None,
@@ -173,9 +185,13 @@ impl Session {
                         "a name may only contain letters, digits and _ - . @ +",
                         pb::Reason::InvalidName.into(),
                     ),
+                    // The cause stays in the logs: a transport's words are not for browsers.
                     IceError::Unavailable(_) => {
                         tracing::warn!(session = self.id, error = %e, "ice-config unavailable");
-                        register_refused(&e.to_string(), GatewayReason::IceConfigUnavailable.into())
+                        register_refused(
+                            "TURN credentials are unavailable; try again shortly",
+                            GatewayReason::IceConfigUnavailable.into(),
+                        )
                     }
                 };
                 vec![reply]

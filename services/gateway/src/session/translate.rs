@@ -74,15 +74,23 @@ pub fn upward(message: ClientMessage) -> Upward {
             })
         }
         ClientMessage::OnIceCandidate { candidate } => {
-            Upward::Forward(Up::Candidate(pb::Candidate {
-                // Encoding a decoded candidate cannot fail: plain strings and numbers.
-                candidate_json: serde_json::to_string(&candidate).unwrap_or_default(),
-            }))
+            // Encoding a decoded candidate cannot fail: plain strings and numbers.
+            let candidate_json = serde_json::to_string(&candidate).unwrap_or_default();
+            if candidate_json.len() > MAX_CANDIDATE {
+                return Upward::Refuse(error(
+                    &format!("a candidate may be at most {MAX_CANDIDATE} bytes"),
+                    GatewayReason::InvalidMessage.into(),
+                ));
+            }
+            Upward::Forward(Up::Candidate(pb::Candidate { candidate_json }))
         }
         ClientMessage::Stop => Upward::Forward(Up::Stop(pb::Stop {})),
     }
 }
 
+/// The largest candidate relayed, as JSON: a real one is a few hundred bytes, and each is kept
+/// (buffered while a call rings, queued for the peer) at the server's expense.
+pub const MAX_CANDIDATE: usize = 4096;
 /// What a signaling message means for the session.
 #[derive(Debug, PartialEq)]
 pub enum Downward {

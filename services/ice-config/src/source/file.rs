@@ -50,7 +50,7 @@ impl FileSource {
             return;
         }
         match &read {
-            Ok(bytes) => self.load(bytes),
+            Ok(bytes) => self.load(bytes.clone()).await,
             Err(error) => {
                 tracing::warn!(source = self.sink.source(), %error, "STUNner config unavailable");
                 self.sink.failed(error.clone());
@@ -71,11 +71,17 @@ impl FileSource {
         }
     }
 
-    fn load(&self, bytes: &[u8]) {
+    async fn load(&self, bytes: Vec<u8>) {
         let sink = &self.sink;
-        let parsed = std::str::from_utf8(bytes)
-            .map_err(|_| "not valid UTF-8".to_owned())
-            .and_then(|text| stunner_config::parse_document(text).map_err(|e| e.to_string()));
+        // Parsed off the async runtime: a large YAML document takes a while, and requests must
+        // not wait for it.
+        let parsed = tokio::task::spawn_blocking(move || {
+            std::str::from_utf8(&bytes)
+                .map_err(|_| "not valid UTF-8".to_owned())
+                .and_then(|text| stunner_config::parse_document(text).map_err(|e| e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the parser failed: {e}")));
         match parsed {
             Ok(configs) => {
                 tracing::info!(

@@ -257,3 +257,13 @@ fn debug_output_hides_secrets() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_huge_document_is_refused_before_it_is_parsed() {
+    let huge = format!("{V1ALPHA1}\n# {}\n", "x".repeat(MAX_DOCUMENT));
+    assert_eq!(parse(&huge), Err(ConfigError::TooLarge(huge.len())));
+    assert_eq!(
+        parse_document(&huge),
+        Err(ConfigError::TooLarge(huge.len()))
+    );
+}

@@ -7,9 +7,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use tokio::sync::mpsc::error::TrySendError;
-
-use super::{Change, Counts, Directory, Inbound, InboxSink, Result, Timer};
+use super::{Change, Counts, Directory, Inbound, InboxSink, Refused, Result, Timer};
 use crate::{
     name::Name,
     record::{Role, Route, UserRecord},
@@ -91,14 +89,14 @@ impl Directory for MemoryDirectory {
             };
             match inbox.sink.try_send(inbound) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
+                Err(Refused::Full) => {
                     // The gateway cannot keep up: cut its stream (it reconnects, and its
                     // sessions carry on) rather than grow without bound or drop silently.
                     tracing::error!(%gateway, "gateway stream too slow; cutting it off");
                     inbox.overflow.cancel();
                     state.sinks.remove(&gateway);
                 }
-                Err(TrySendError::Closed(_)) => {
+                Err(Refused::Closed) => {
                     state.sinks.remove(&gateway);
                 }
             }

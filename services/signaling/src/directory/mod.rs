@@ -10,11 +10,11 @@
 //! atomic step inside one key (one hash slot, for Redis Cluster).
 
 pub mod memory;
+pub mod outbox;
 pub mod redis;
 
 use std::future::Future;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -24,6 +24,7 @@ use crate::{
 };
 
 pub use memory::MemoryDirectory;
+pub use outbox::{Outbox, Refused, outbox};
 pub use redis::{RedisDirectory, StoreUrl};
 
 /// What [`Directory::update`] does with the record, and the value it returns.
@@ -72,7 +73,7 @@ pub struct Inbound {
 /// reconnects, and its sessions carry on.
 #[derive(Clone)]
 pub struct InboxSink {
-    pub sink: mpsc::Sender<Inbound>,
+    pub sink: Outbox,
     pub cut: CancellationToken,
     pub overflow: CancellationToken,
 }

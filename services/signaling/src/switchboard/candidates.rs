@@ -80,7 +80,10 @@ impl<D: Directory> Switchboard<D> {
         leg: &Leg,
         candidate: String,
     ) -> Result<Option<Told>> {
-        let max = self.limits.max_buffered_candidates;
+        let (max, max_bytes) = (
+            self.limits.max_buffered_candidates,
+            self.limits.max_buffered_bytes,
+        );
         let outcome = self
             .directory
             .update(&leg.peer, |current| {
@@ -93,7 +96,8 @@ impl<D: Directory> Switchboard<D> {
                     })
                     .map(Buffer::Told);
                 }
-                if theirs.buffered.len() >= max {
+                let bytes: usize = theirs.buffered.iter().map(String::len).sum();
+                if theirs.buffered.len() >= max || bytes + candidate.len() > max_bytes {
                     return Change::Keep(Buffer::Full);
                 }
                 let mut record = record.clone();
@@ -113,7 +117,9 @@ impl<D: Directory> Switchboard<D> {
                 Some(told)
             }
             Buffer::Full => {
-                let message = format!("more than {max} candidates before the call was answered");
+                let message = format!(
+                    "more than {max} candidates (or {max_bytes} bytes of them) before the call was answered"
+                );
                 out.refuse(from, Request::Candidate, Reason::TooManyCandidates, message);
                 Some(Told::Held)
             }

@@ -202,8 +202,8 @@ pub(super) enum Claim {
 
 /// The rule for a claim on a name: a free name (or one whose grace period is over) is
 /// granted; the holder asking again gets it again; the name's token takes it over (a resume,
-/// a reload), rejoining the call it was in if the page asks for that call; anything else finds
-/// it taken. A gateway asserting a registration the store forgot recreates it with the token
+/// a reload) and is replaced by a fresh one, rejoining the call it was in if the page asks for
+/// that call; anything else finds it taken. A gateway asserting a registration the store forgot recreates it with the token
 /// and call it had.
 fn claim(
     current: Option<&UserRecord>,
@@ -231,6 +231,8 @@ fn claim(
         }),
         Some(record) if token.is_some_and(|t| token_matches(t, &record.token)) => {
             let mut record = record.clone();
+            // Every resume rotates the token: one seen on the wire is worthless after it.
+            fresh.clone_into(&mut record.token);
             let resumed_epoch = Some(record.epoch);
             let previous = record.holder.or(record.last_holder);
             let displaced = record.take_over(from);

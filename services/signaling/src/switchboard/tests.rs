@@ -64,8 +64,11 @@ impl World {
     fn learn(&mut self, out: &[Delivery]) {
         for delivery in out {
             match &delivery.event {
-                Event::Registered { name, .. } => {
+                Event::Registered {
+                    name, resume_token, ..
+                } => {
                     self.names.insert(delivery.to, name.clone());
+                    self.tokens.insert(delivery.to, resume_token.clone());
                 }
                 Event::Refused {
                     reason: Reason::Replaced,
@@ -493,7 +496,7 @@ fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
             ALICE,
             Request::Candidate,
             Reason::TooManyCandidates,
-            "more than 64 candidates before the call was answered"
+            "more than 64 candidates (or 65536 bytes of them) before the call was answered"
         )]
     );
     let out = w.answer(BOB, "alice", true);
@@ -509,6 +512,28 @@ fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
     let flushed: Vec<_> = out[2..].to_vec();
     let expected: Vec<_> = (0..max).map(|n| candidate(BOB, &format!("c{n}"))).collect();
     assert_eq!(flushed, expected);
+}
+
+#[test]
+fn buffered_candidates_are_bounded_in_bytes() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    incoming(&w.call(ALICE, "bob"));
+    // Sixteen 4 KiB candidates fill the 64 KiB; the seventeenth does not fit.
+    let big = "c".repeat(4096);
+    for _ in 0..16 {
+        assert_eq!(w.send(ALICE, Command::Candidate(big.clone())), []);
+    }
+    assert_eq!(
+        w.send(ALICE, Command::Candidate(big.clone())),
+        [refused(
+            ALICE,
+            Request::Candidate,
+            Reason::TooManyCandidates,
+            "more than 64 candidates (or 65536 bytes of them) before the call was answered"
+        )]
+    );
 }
 
 #[test]
@@ -646,18 +671,25 @@ fn resume_within_the_grace_period() {
             reassert: None,
         },
     );
-    assert_eq!(
-        out,
-        [Delivery {
+    // Resumed, with a fresh token.
+    let [
+        Delivery {
             trace: None,
-            to: again,
-            event: Event::Registered {
-                name: Name::parse("alice").expect("valid"),
-                resume_token: token,
-                call: None,
-            }
-        }]
-    );
+            to,
+            event:
+                Event::Registered {
+                    name,
+                    resume_token,
+                    call: None,
+                },
+        },
+    ] = out.as_slice()
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!((*to, name.as_str()), (again, "alice"));
+    assert_eq!(resume_token.len(), 32);
+    assert_ne!(*resume_token, token);
     // The grace period ending does not free a resumed name; calls reach the new session.
     w.advance(Duration::from_secs(60));
     w.register(BOB, "bob");
@@ -706,7 +738,8 @@ fn a_reload_displaces_the_old_session() {
                 to: reload,
                 event: Event::Registered {
                     name: Name::parse("alice").expect("valid"),
-                    resume_token: token,
+                    // A fresh one: every resume rotates the token.
+                    resume_token: w.tokens[&reload].clone(),
                     call: None,
                 }
             },
@@ -790,7 +823,7 @@ fn a_gateway_going_away_keeps_its_calls_for_a_resume_to_rejoin() {
                 to: again,
                 event: Event::Registered {
                     name: Name::parse("alice").expect("valid"),
-                    resume_token: token,
+                    resume_token: w.tokens[&again].clone(),
                     call: Some(CallState {
                         id,
                         peer: Name::parse("carol").expect("valid"),
@@ -1044,6 +1077,8 @@ fn a_leftover_grace_timer_does_not_free_a_resumed_name() {
         gateway: GatewayId(3),
         session: 10,
     };
+    // The token the resume was given (each resume rotates it).
+    let token = w.tokens[&again].clone();
     let out = w.send(back, register(Some(&token)));
     assert!(
         matches!(

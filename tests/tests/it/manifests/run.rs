@@ -24,7 +24,10 @@ use tonic_health::pb::{
 use super::objects::*;
 
 /// The Secrets the manifests reference and the operator creates (the test plays the operator).
-const SECRETS: &[(&str, &str, &str)] = &[("signaling-redis", "password", "test-redis-password")];
+const SECRETS: &[(&str, &str, &str)] = &[
+    ("signaling-redis", "password", "test-redis-password"),
+    ("grpc-token", "token", "test-grpc-token"),
+];
 
 /// A container's environment as the kubelet would give it: literal values (with `$(VAR)`
 /// references expanded), the downward API fields and the Secret keys the manifests use.

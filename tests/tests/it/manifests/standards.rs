@@ -223,6 +223,80 @@ fn production_replicates_spreads_and_protects_every_service() {
     assert!(redis.starts_with("redis://"), "{redis}");
 }
 
+/// Only gateways reach the gRPC ports of signaling and ice-config (and only signaling reaches
+/// Redis); every service presents the shared token from the same optional Secret.
+#[test]
+fn only_gateways_reach_the_internal_ports() {
+    for overlay in OVERLAYS {
+        let objects = objects(overlay);
+        let mut guarded = vec![("signaling", "grpc"), ("ice-config", "grpc")];
+        if of_kind(&objects, "Deployment").any(|d| name(d) == "signaling-redis") {
+            guarded.push(("signaling-redis", "redis"));
+        }
+        for (service, port) in guarded {
+            let policy = of_kind(&objects, "NetworkPolicy")
+                .find(|p| {
+                    p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                        == Some(service)
+                })
+                .unwrap_or_else(|| panic!("{overlay}: no NetworkPolicy for {service}"));
+            let ports: Vec<&str> = container(deployment(&objects, service))["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let client = if service == "signaling-redis" {
+                "signaling"
+            } else {
+                "gateway"
+            };
+            for rule in policy["spec"]["ingress"]
+                .as_sequence()
+                .expect("ingress rules")
+            {
+                let named: Vec<&str> = rule["ports"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["port"].as_str())
+                    .collect();
+                for name in &named {
+                    assert!(
+                        ports.contains(name),
+                        "{overlay}: {service} has no port {name}"
+                    );
+                }
+                if named.contains(&port) {
+                    let from: Vec<&str> = rule["from"]
+                        .as_sequence()
+                        .expect("a rule for the guarded port names who may come")
+                        .iter()
+                        .filter_map(|f| {
+                            f["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                        })
+                        .collect();
+                    assert_eq!(from, [client], "{overlay}: {service}:{port}");
+                }
+            }
+        }
+        for service in SERVICES {
+            let token = container(deployment(&objects, service))["env"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"].as_str() == Some("GRPC_TOKEN"))
+                .unwrap_or_else(|| panic!("{overlay}: {service} has no GRPC_TOKEN"));
+            let secret = &token["valueFrom"]["secretKeyRef"];
+            assert_eq!(
+                (secret["name"].as_str(), secret["key"].as_str()),
+                (Some("grpc-token"), Some("token")),
+                "{overlay}: {service}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_dockerfile_builds_what_the_manifests_run() {
     let stages = dockerfile_stages();

@@ -141,3 +141,34 @@ async fn errors_are_plain_text_with_compatible_statuses() {
         assert_eq!(body.trim(), "no STUNner configuration available");
     }
 }
+
+/// HEAD on an endpoint that issues credentials is refused and issues nothing (axum would run
+/// the GET handler for it and throw the body away).
+#[tokio::test]
+async fn head_issues_nothing() {
+    let app = TestApp::start(Some(EPHEMERAL)).await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/ice?service=turn&username=bob",
+        "/?service=turn&username=bob",
+    ] {
+        let response = client
+            .head(app.service.url("http", path))
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(response.status().as_u16(), 405, "{path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some("GET")
+        );
+    }
+    let metrics = app.get("/metrics").await.1;
+    assert!(
+        !metrics.contains("iceconfig_ice_configs_issued_total{"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,82 @@
+//! Many clients at once: a registration storm (finding 4) and silent connections (finding 7).
+
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::{
+    Browser, Stack, eventually,
+    stack::{Flags, Launch, static_config},
+};
+
+/// Finding 4: 4,000 sockets registering at once on a fresh gateway. 3,550 were refused
+/// `ice_config_unavailable: transport error` (ice-config's HTTP/2 told the shared connection to
+/// calm down). Now fetches are bounded and queue: every registration is accepted, and no
+/// refusal would quote the transport's own words.
+#[tokio::test]
+async fn a_registration_storm_queues_rather_than_fails() {
+    const SOCKETS: usize = 4_000;
+    let stack = Stack::start(&static_config(3478), Flags::default()).await;
+    let url = stack.ws_url();
+    let storm = (0..SOCKETS).map(|n| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut browser = Browser::connect(&url).await;
+            browser
+                .send(json!({"id": "register", "name": format!("storm-{n}")}))
+                .await;
+            let reply = browser.recv_within(Duration::from_secs(60)).await;
+            (reply, browser)
+        })
+    });
+    let mut refused = Vec::new();
+    let mut open = Vec::new();
+    for registration in storm.collect::<Vec<_>>() {
+        let (reply, browser) = registration.await.expect("a registering browser");
+        if reply["response"] != "accepted" {
+            refused.push(reply);
+        }
+        open.push(browser);
+    }
+    assert!(
+        refused.is_empty(),
+        "{} of {SOCKETS} refused, e.g. {}",
+        refused.len(),
+        refused[0]
+    );
+}
+
+/// Finding 7: on a host whose file limit is 1,024, 1,100 connections that never send a byte
+/// blocked `/healthz` and registration (slowloris). Now connections are capped below the limit
+/// and must send their headers in time: the gateway answers again within seconds while the
+/// silent connections are still held open by the attacker.
+#[tokio::test]
+async fn silent_connections_do_not_lock_out_the_gateway() {
+    let stack = Stack::start(&static_config(3478), Flags::default()).await;
+    let gateway = Launch::gateway(
+        &stack.ice_config.url("grpc", ""),
+        &stack.signaling.url("grpc", ""),
+    )
+    .args(["--header-timeout", "2s"])
+    .file_limit(1024)
+    .start()
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..1_100 {
+        // Connections beyond the backlog may not complete at all: that is fine too.
+        if let Ok(Ok(tcp)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(gateway.addr("http")),
+        )
+        .await
+        {
+            silent.push(tcp);
+        }
+    }
+    eventually(Duration::from_secs(30), "/healthz to answer", || async {
+        (gateway.get("http", "/healthz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let mut browser = Browser::connect(&testkit::stack::ws_url(&gateway)).await;
+    browser.register_ok("patient").await;
+    drop(silent);
+}
