@@ -90,6 +90,8 @@ pub enum ConfigError {
     UnknownProtocol { listener: String, protocol: String },
     #[error("listener {listener:?}: port {port} is out of range")]
     BadPort { listener: String, port: i64 },
+    #[error("listener {listener:?}: {address:?} is neither an IP address nor a host name")]
+    BadAddress { listener: String, address: String },
 }
 
 /// Parses one document: a single config, or a list of them under `items` (the shape of the
@@ -311,12 +313,35 @@ impl TryFrom<RawListener> for Listener {
             (None, Some(host)) => Some((host, listen_port)),
             (None, None) => None,
         };
+        if let Some((host, _)) = &endpoint
+            && !is_host(host)
+        {
+            return Err(ConfigError::BadAddress {
+                listener: name,
+                address: host.clone(),
+            });
+        }
         Ok(Self {
             name,
             protocol,
             endpoint,
         })
     }
+}
+
+/// An IP address or a DNS name: what may stand between `turn:` and the port.
+fn is_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || (host.len() <= 253
+            && host
+                .split('.')
+                .all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }))
 }
 
 /// An address clients can actually reach: not empty, not a `$PLACEHOLDER` that the dataplane

@@ -267,3 +267,19 @@ fn a_huge_document_is_refused_before_it_is_parsed() {
         Err(ConfigError::TooLarge(huge.len()))
     );
 }
+
+/// Found by fuzzing: an address with spaces in it became a TURN URI with spaces in it.
+#[test]
+fn an_address_that_is_no_host_is_refused() {
+    let config = V1.replace("34.116.255.91", "2001:db8    ::1");
+    assert_eq!(
+        parse(&config),
+        Err(ConfigError::BadAddress {
+            listener: "stunner/udp-gateway/udp-listener".into(),
+            address: "2001:db8    ::1".into(),
+        })
+    );
+    for host in ["turn.example.org", "10.0.0.1", "2001:db8::1", "stunner_udp.local"] {
+        assert!(parse(&V1.replace("34.116.255.91", host)).is_ok(), "{host}");
+    }
+}
