@@ -75,7 +75,7 @@ if [ "$fuzz_seconds" != 0 ]; then
     for target in browser_protocol stunner_config; do
         echo "==> fuzzing $target for ${fuzz_seconds}s"
         scratch=$(mktemp -d)
-        (cd fuzz && cargo +nightly fuzz run --quiet "$target" "$scratch" "corpus/$target" -- \
+        (cd fuzz && cargo +nightly fuzz run "$target" "$scratch" "corpus/$target" -- \
             -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -print_final_stats=1)
         rm -rf "$scratch"
     done
