@@ -75,8 +75,14 @@ if [ "$fuzz_seconds" != 0 ]; then
     for target in browser_protocol stunner_config; do
         echo "==> fuzzing $target for ${fuzz_seconds}s"
         scratch=$(mktemp -d)
-        (cd fuzz && cargo +nightly fuzz run "$target" "$scratch" "corpus/$target" -- \
-            -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -print_final_stats=1)
-        rm -rf "$scratch"
+        log=$(mktemp)
+        if ! (cd fuzz && cargo +nightly fuzz run "$target" "$scratch" "corpus/$target" -- \
+            -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -print_final_stats=1) >"$log" 2>&1; then
+            tail -n 60 "$log"
+            echo "fuzzing $target failed: the input is in fuzz/artifacts/$target" >&2
+            exit 1
+        fi
+        grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$log"
+        rm -rf "$scratch" "$log"
     done
 fi
