@@ -333,15 +333,13 @@ impl TryFrom<RawListener> for Listener {
 fn is_host(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
         || (host.len() <= 253
-            && host
-                .split('.')
-                .all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                }))
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
 }
 
 /// An address clients can actually reach: not empty, not a `$PLACEHOLDER` that the dataplane

@@ -371,10 +371,15 @@ impl State {
         let bytes = message.encoded_len();
         let fits = entry.queued.load(Ordering::Relaxed) + bytes <= SESSION_BYTES
             && self.all_queued.load(Ordering::Relaxed) + bytes <= ALL_SESSIONS_BYTES;
-        if fits && entry.inbox.try_send(Box::new(message)).is_ok() {
+        if fits {
+            // Counted before it is queued: the session may take it at once.
             entry.queued.fetch_add(bytes, Ordering::Relaxed);
             self.all_queued.fetch_add(bytes, Ordering::Relaxed);
-            return;
+            if entry.inbox.try_send(Box::new(message)).is_ok() {
+                return;
+            }
+            entry.queued.fetch_sub(bytes, Ordering::Relaxed);
+            self.all_queued.fetch_sub(bytes, Ordering::Relaxed);
         }
         if let Some(entry) = self.sessions.remove(&session) {
             tracing::warn!(session, "browser too slow to read its messages; closing");

@@ -191,7 +191,8 @@ impl Link {
         replica.in_flight.clear();
         replica.in_flight_bytes = 0;
         state.store_epoch(&welcome.store_epoch);
-        state.resend_held();
+        // The inbox subscription goes first: an in-memory signaling drops deliveries for a
+        // gateway it has no subscription from, such as the answers to what is re-sent next.
         if state.reader.is_none_or(|reader| {
             state
                 .replicas
@@ -200,6 +201,7 @@ impl Link {
         }) {
             state.move_reader();
         }
+        state.resend_held();
     }
 
     /// A message on replica `key`'s stream.

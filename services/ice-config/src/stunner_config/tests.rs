@@ -279,7 +279,12 @@ fn an_address_that_is_no_host_is_refused() {
             address: "2001:db8    ::1".into(),
         })
     );
-    for host in ["turn.example.org", "10.0.0.1", "2001:db8::1", "stunner_udp.local"] {
+    for host in [
+        "turn.example.org",
+        "10.0.0.1",
+        "2001:db8::1",
+        "stunner_udp.local",
+    ] {
         assert!(parse(&V1.replace("34.116.255.91", host)).is_ok(), "{host}");
     }
 }

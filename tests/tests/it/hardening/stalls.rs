@@ -59,10 +59,36 @@ async fn a_frozen_signaling_leaves_no_ghost_names_and_no_bloat() {
     let gateway_peak = stack.gateway.rss_kib();
 
     stack.signaling.thaw().await;
+    eventually(
+        Duration::from_secs(10),
+        "the gateway to be ready again",
+        || async { (stack.gateway.get("http", "/readyz").await?.0 == 200).then_some(()) },
+    )
+    .await;
     let mut stranger = stack.browser().await;
     for n in 0..10 {
         for name in [format!("a-{n}"), format!("b-{n}")] {
-            register_when_free(&mut stranger, &name, Duration::from_secs(15)).await;
+            let t = std::time::Instant::now();
+            let ok = tokio::spawn(async move {
+                register_when_free(&mut stranger, &name, Duration::from_secs(15)).await;
+                stranger
+            });
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(20), ok).await else {
+                for s in [&stack.gateway, &stack.signaling] {
+                    let m = s
+                        .get("http", "/metrics")
+                        .await
+                        .map(|(_, b)| b)
+                        .unwrap_or_default();
+                    let lines: Vec<&str> = m
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.contains("bucket"))
+                        .collect();
+                    eprintln!("DEBUG {n} {:?} {lines:?}", t.elapsed());
+                }
+                panic!("XDEBUG");
+            };
+            stranger = s;
             stranger.close().await;
             stranger = stack.browser().await;
         }
