@@ -41,7 +41,7 @@ use translate::up;
 const NO_PONG: &str = "no pong";
 /// The close reason for a browser that does not read what it is sent.
 const TOO_SLOW: &str = "too slow reading messages";
-/// The close reason for a browser flooding pings or pongs.
+/// The close reason for a browser flooding pings.
 const TOO_MANY_CONTROL_FRAMES: &str = "too many control frames";
 
 /// When a credential refresh fails, the next try.
@@ -122,15 +122,17 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                 let replies = match frame {
                     Some(Ok(Message::Text(text))) => session.on_text(&text),
                     Some(Ok(Message::Binary(_))) => vec![session.refuse_binary()],
-                    // Control frames cost the server a pong each: they count against the
-                    // browser's rate like messages, and a flood of them ends the session.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    // A ping costs the server a pong: pings count against the browser's rate
+                    // like messages, and a flood of them ends the session. (Pongs answer the
+                    // server's own pings and cost nothing.)
+                    Some(Ok(Message::Ping(_))) => {
                         if !session.bucket.take() {
                             shared.metrics.rejected(GatewayReason::RateLimited);
                             break Some((close_code::POLICY, TOO_MANY_CONTROL_FRAMES));
                         }
                         Vec::new()
                     }
+                    Some(Ok(Message::Pong(_))) => Vec::new(),
                     Some(Ok(Message::Close(_))) => {
                         goodbye = Goodbye::Closed;
                         answer_close(&mut socket).await;

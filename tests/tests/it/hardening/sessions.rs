@@ -179,7 +179,7 @@ async fn every_browser_gets_1001_when_the_gateway_stops() {
     );
 }
 
-/// Finding 9: control frames count against a browser's rate like messages; a ping flood ends
+/// Finding 9: pings count against a browser's rate like messages; a ping flood ends
 /// the session (1008) rather than costing the server a pong each.
 #[tokio::test]
 async fn a_ping_flood_is_cut_off() {

@@ -21,17 +21,7 @@ impl RedisDirectory {
                     pipes.len() - 1
                 }
             };
-            pipes[at]
-                .1
-                .cmd("XADD")
-                .arg(inbox_key(gateway))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(INBOX_LENGTH)
-                .arg("*")
-                .arg("d")
-                .arg(data)
-                .ignore();
+            append(&mut pipes[at].1, gateway, data);
         }
         let conn = self.conn();
         self.run("XADD", async {
@@ -202,18 +192,23 @@ impl RedisDirectory {
         let count = again.len();
         let mut pipe = redis::pipe();
         for data in again {
-            pipe.cmd("XADD")
-                .arg(inbox_key(to.gateway))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(INBOX_LENGTH)
-                .arg("*")
-                .arg("d")
-                .arg(data)
-                .ignore();
+            append(&mut pipe, to.gateway, data);
         }
         self.run("XADD", async { pipe.query_async::<()>(&mut conn).await })
             .await?;
         Ok(count)
     }
+}
+
+/// Appends one encoded delivery to `gateway`'s inbox stream (capped, roughly, at its length).
+fn append(pipe: &mut redis::Pipeline, gateway: GatewayId, data: Vec<u8>) {
+    pipe.cmd("XADD")
+        .arg(inbox_key(gateway))
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(INBOX_LENGTH)
+        .arg("*")
+        .arg("d")
+        .arg(data)
+        .ignore();
 }
