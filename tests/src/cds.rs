@@ -2,6 +2,7 @@
 //! listing (`GET /api/v1/configs[/{namespace}[/{name}]]`) and the WebSocket watch
 //! (`?watch=true`: the current configs first, then every update, a deleted Gateway as a "zero
 //! config"). The test changes configs and breaks connections through the handle.
+//! (Over 300 lines: one stand-in server, its REST listing and its watch.)
 
 use std::{
     collections::BTreeMap,

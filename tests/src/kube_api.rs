@@ -4,6 +4,7 @@
 //! (`?watch=true`, a stream of JSON watch events that stays open), over plain HTTP or over TLS
 //! with a certificate from [`certificates`], as in a pod. Every request is recorded, with its
 //! `Authorization` header, so a test can hold it against the manifests' RBAC.
+//! (Over 300 lines: one stand-in API server, with its certificates.)
 
 use std::{
     convert::Infallible,

@@ -3,6 +3,7 @@
 //!
 //! Nothing here sleeps for a fixed time to let something happen: every wait polls a condition
 //! and gives up with a clear message after a deadline.
+//! (Over 300 lines: the process handle every test uses, with its fault injection, in one place.)
 
 use std::{
     future::Future,

@@ -9,6 +9,7 @@
 //!
 //! The load generator shares the machine's cores with the servers, so server CPU is measured
 //! from /proc (user + system time of the three processes), not inferred from wall time.
+//! (Over 300 lines: one binary, its phases side by side so their figures read alike.)
 
 use std::{
     sync::{

@@ -1,6 +1,7 @@
 //! Real calls in a real browser: two headless Chromium pages of our own client register and call
 //! each other through the gateway, relay-only through a real TURN server; the callee's remote
 //! video must decode frames over a relay/relay candidate pair.
+//! (Over 300 lines: each scenario is a whole call between real pages.)
 
 use std::time::Duration;
 

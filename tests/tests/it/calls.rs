@@ -1,5 +1,6 @@
 //! The browser protocol end to end: ice-config, signaling and gateway as real processes on
 //! port 0, browsers as real WebSocket clients, and the exact messages both parties see.
+//! (Over 300 lines: one scenario per function, the protocol's whole surface.)
 
 use serde_json::{Value, json};
 use testkit::{

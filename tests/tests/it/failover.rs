@@ -1,6 +1,7 @@
 //! Nobody notices a replica going away: signaling replicas killed or drained under calls, Redis
 //! stopped and started again (with its data, and empty). Browsers are real WebSocket clients;
 //! faults are real signals to real processes.
+//! (Over 300 lines: one scenario per fault.)
 
 use std::time::{Duration, Instant};
 

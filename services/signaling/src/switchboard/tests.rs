@@ -1,3 +1,7 @@
+//! The switchboard's specification: each test a scenario of commands and the exact deliveries
+//! they cause, over the in-memory directory with the clock in the test's hands.
+//! (Over 300 lines: the state machine's whole behaviour, read as one specification.)
+
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::FutureExt;

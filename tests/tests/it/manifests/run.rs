@@ -1,5 +1,6 @@
 //! Each overlay's services run as its Deployments say, in a network namespace standing in for
 //! the pod network, with the test playing the rest of the cluster.
+//! (Over 300 lines: the test plays the kubelet, the API server and the network for each overlay.)
 
 use std::{
     collections::BTreeMap,

@@ -29,6 +29,7 @@
 //! sets and streams: [`LEASE`]); records of users who are away expire with their grace period.
 //! Keys of one user, and keys of one gateway, share a hash tag: every atomic step touches one
 //! hash slot, so Redis Cluster works.
+//! (Over 300 lines: the key layout, the connection and the `Directory` implementation that uses them are read together; records, inboxes and housekeeping have modules of their own.)
 
 mod connection;
 mod housekeeping;
