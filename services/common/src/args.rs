@@ -61,6 +61,29 @@ pub struct TokenArgs {
     pub grpc_token: Option<crate::auth::Token>,
 }
 
+/// What every service takes besides its own flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+
+    #[command(flatten)]
+    pub drain: DrainArgs,
+}
+
+impl ServiceArgs {
+    pub fn runtime(&self) -> crate::runtime::RuntimeSettings {
+        crate::runtime::RuntimeSettings {
+            shutdown_grace: *self.drain.shutdown_grace,
+            grpc_token: self.token.grpc_token.clone(),
+            connections: self.connections.limits(),
+        }
+    }
+}
+
 /// Checks that every flag of `command` also reads an environment variable, so Kubernetes can set
 /// everything through env; for each binary's unit tests.
 pub fn assert_every_flag_reads_env(command: &clap::Command) {

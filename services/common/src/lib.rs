@@ -21,7 +21,7 @@ pub mod telemetry;
 pub use connections::ConnectionLimits;
 /// A duration flag's value: parsed by [`parse_duration`], shown in `--help` as `10s`, `1day`.
 pub use humantime::Duration;
-pub use runtime::{GrpcServices, Runtime, run_binary};
+pub use runtime::{GrpcServices, Runtime, RuntimeSettings, run_binary};
 pub use telemetry::Telemetry;
 
 /// Installs the global `tracing` subscriber: structured events to stderr, filtered by

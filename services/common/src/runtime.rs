@@ -79,6 +79,27 @@ impl GrpcServices {
     }
 }
 
+/// How a service runs, whatever it serves: its drain, the token its gRPC ports want, its
+/// connection limits.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// How long draining may take after SIGTERM before what is left is dropped.
+    pub shutdown_grace: Duration,
+    /// What callers of the gRPC ports must present (and the gateway presents).
+    pub grpc_token: Option<Token>,
+    pub connections: ConnectionLimits,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(10),
+            grpc_token: None,
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
 /// The service being run: its bound ports, its tasks and its shutdown.
 pub struct Runtime {
     name: &'static str,
@@ -104,10 +125,10 @@ impl Runtime {
     /// Binds every port (`key`, address) of service `name`.
     pub async fn bind(
         name: &'static str,
-        grace: Duration,
+        settings: &RuntimeSettings,
         ports: &[(&'static str, SocketAddr)],
     ) -> anyhow::Result<Self> {
-        let limits = ConnectionLimits::default();
+        let limits = settings.connections;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for &(key, addr) in ports {
@@ -119,7 +140,7 @@ impl Runtime {
         }
         Ok(Self {
             name,
-            grace,
+            grace: settings.shutdown_grace,
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -131,19 +152,8 @@ impl Runtime {
             drain: None,
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             header_timeout: limits.header_timeout,
-            token: None,
+            token: settings.grpc_token.clone(),
         })
-    }
-
-    /// Caps open connections and bounds how long HTTP clients may take; before serving.
-    pub fn limit_connections(&mut self, limits: ConnectionLimits) {
-        self.connections = Arc::new(Semaphore::new(limits.max_connections));
-        self.header_timeout = limits.header_timeout;
-    }
-
-    /// Callers of the gRPC ports must present `token` (health excepted); before serving.
-    pub fn require_token(&mut self, token: Option<Token>) {
-        self.token = token;
     }
 
     /// The address bound for `key`.

@@ -2,10 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use svc_common::{
-    ConnectionLimits, Runtime,
-    auth::{Bearer, Token},
-};
+use svc_common::{Runtime, RuntimeSettings, auth::Bearer};
 use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
@@ -43,10 +40,8 @@ pub struct Settings {
     pub session_queue: usize,
     /// PEM certificate chain and key: serve HTTPS and WSS.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// Presented to signaling and ice-config.
-    pub grpc_token: Option<Token>,
-    pub connections: ConnectionLimits,
-    pub shutdown_grace: Duration,
+    /// The drain, the services' shared token, connection limits.
+    pub runtime: RuntimeSettings,
 }
 
 /// The gateway, its port bound and serving: run it with [`Runtime::run`]. On SIGTERM every
@@ -55,11 +50,10 @@ pub struct Settings {
 pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let mut runtime = Runtime::bind(
         "gateway",
-        settings.shutdown_grace,
+        &settings.runtime,
         &[("http", settings.http_addr)],
     )
     .await?;
-    runtime.limit_connections(settings.connections);
     let tasks = runtime.tasks();
 
     // Connected lazily: the gateway starts (and reports not ready) without ice-config.
@@ -67,16 +61,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let (ice, resolver) = balance::channel(
         &settings.ice_config_url,
         settings.ice_config_resolve_every,
-        |endpoint| {
-            // Each request is bounded as a whole by the ICE client; a replica that stops
-            // answering is noticed by HTTP/2 keepalive and left for the others.
-            endpoint
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1))
-                .keep_alive_while_idle(true)
-        },
+        // Each request is bounded as a whole by the ICE client.
+        internal,
         runtime.stopping(),
     )?;
     tasks.spawn(resolver);
@@ -92,19 +78,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     if let Some(resolver) = resolver {
         tasks.spawn(resolver);
     }
-    let bearer = Bearer::new(settings.grpc_token.as_ref());
+    let bearer = Bearer::new(settings.runtime.grpc_token.as_ref());
     let link = Link::new(settings.session_queue, bearer.clone());
     tasks.spawn(link::run(
         link.clone(),
         replicas,
-        |endpoint: Endpoint| {
-            endpoint
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1))
-                .keep_alive_while_idle(true)
-        },
+        internal,
         runtime.stopping(),
     ));
 
@@ -141,4 +120,15 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         sessions.wait().await;
     });
     Ok(runtime)
+}
+
+/// A connection to signaling or ice-config: a replica that stops answering (a frozen process, a
+/// lost node) is noticed by HTTP/2 keepalive within two seconds, and left for the others.
+fn internal(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
 }

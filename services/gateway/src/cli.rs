@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use svc_common::{
     Duration,
-    args::{ConnectionArgs, DrainArgs, HttpArgs, TokenArgs},
+    args::{HttpArgs, ServiceArgs},
     parse_duration,
 };
 
@@ -81,13 +81,7 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 
     #[command(flatten)]
-    pub token: TokenArgs,
-
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-
-    #[command(flatten)]
-    pub drain: DrainArgs,
+    pub service: ServiceArgs,
 }
 
 impl Args {
@@ -113,9 +107,7 @@ impl Args {
             },
             session_queue: self.session_queue,
             tls: self.tls_cert.zip(self.tls_key),
-            grpc_token: self.token.grpc_token,
-            connections: self.connections.limits(),
-            shutdown_grace: *self.drain.shutdown_grace,
+            runtime: self.service.runtime(),
         }
     }
 }

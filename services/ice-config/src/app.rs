@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use futures_util::future::BoxFuture;
-use svc_common::{ConnectionLimits, GrpcServices, Runtime, auth::Token};
+use svc_common::{GrpcServices, Runtime, RuntimeSettings};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -27,11 +27,8 @@ pub struct Settings {
     /// Where the STUNner configs come from.
     pub source: SourceSettings,
     pub ttl: TtlPolicy,
-    /// What callers of the gRPC port must present.
-    pub grpc_token: Option<Token>,
-    pub connections: ConnectionLimits,
-    /// How long in-flight requests may take to finish after a shutdown signal.
-    pub shutdown_grace: Duration,
+    /// The drain, the services' shared token, connection limits.
+    pub runtime: RuntimeSettings,
 }
 
 /// Where the STUNner configs come from.
@@ -61,12 +58,10 @@ pub enum SourceSettings {
 pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let mut runtime = Runtime::bind(
         "ice-config",
-        settings.shutdown_grace,
+        &settings.runtime,
         &[("grpc", settings.grpc_addr), ("http", settings.http_addr)],
     )
     .await?;
-    runtime.limit_connections(settings.connections);
-    runtime.require_token(settings.grpc_token.clone());
     let metrics = Metrics::default();
     let store = ConfigStore::new(metrics.clone());
     let tasks = runtime.tasks();

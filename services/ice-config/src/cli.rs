@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 
 use svc_common::{
     Duration,
-    args::{ConnectionArgs, DrainArgs, GrpcArgs, HttpArgs, TokenArgs},
+    args::{GrpcArgs, HttpArgs, ServiceArgs},
     parse_duration,
 };
 
@@ -90,13 +90,7 @@ pub struct Args {
     pub max_ttl: Duration,
 
     #[command(flatten)]
-    pub token: TokenArgs,
-
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-
-    #[command(flatten)]
-    pub drain: DrainArgs,
+    pub service: ServiceArgs,
 }
 
 impl Args {
@@ -166,9 +160,7 @@ impl Args {
                 default: default_ttl,
                 max: max_ttl,
             },
-            grpc_token: self.token.grpc_token,
-            connections: self.connections.limits(),
-            shutdown_grace: *self.drain.shutdown_grace,
+            runtime: self.service.runtime(),
         })
     }
 }

@@ -45,7 +45,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&config, stunner_config(turn.addr(), &secret))?;
 
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let grace = Duration::from_secs(5);
+    let runtime = svc_common::RuntimeSettings {
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    };
     // Each service with its own binary's defaults, on loopback ports of their own.
     let ice = ice_config::app::build(ice_config::app::Settings {
         grpc_addr: loopback,
@@ -58,9 +61,7 @@ async fn main() -> anyhow::Result<()> {
             default: *args.default_ttl,
             ..Default::default()
         },
-        grpc_token: None,
-        connections: Default::default(),
-        shutdown_grace: grace,
+        runtime: runtime.clone(),
     })
     .await?;
     let signaling = signaling::app::build(signaling::app::Settings {
@@ -68,9 +69,7 @@ async fn main() -> anyhow::Result<()> {
         http_addr: loopback,
         limits: Default::default(),
         redis: None,
-        grpc_token: None,
-        connections: Default::default(),
-        shutdown_grace: grace,
+        runtime: runtime.clone(),
     })
     .await?;
     let url = |runtime: &svc_common::Runtime| {
@@ -91,9 +90,7 @@ async fn main() -> anyhow::Result<()> {
         limits: Default::default(),
         session_queue: gateway::app::SESSION_QUEUE,
         tls: None,
-        grpc_token: None,
-        connections: Default::default(),
-        shutdown_grace: grace,
+        runtime: runtime.clone(),
     })
     .await?;
     let http = gateway.addr("http").unwrap_or(args.http_addr);

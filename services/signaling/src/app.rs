@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use svc_common::{ConnectionLimits, GrpcServices, Runtime, admin::Readiness, auth::Token};
+use svc_common::{GrpcServices, Runtime, RuntimeSettings, admin::Readiness};
 
 use crate::{
     directory::{Directory, MemoryDirectory, RedisDirectory, StoreUrl},
@@ -24,22 +24,18 @@ pub struct Settings {
     pub limits: Limits,
     /// The shared store; in memory (one replica) without it.
     pub redis: Option<StoreUrl>,
-    /// What callers of the gRPC port must present.
-    pub grpc_token: Option<Token>,
-    pub connections: ConnectionLimits,
-    pub shutdown_grace: Duration,
+    /// The drain, the services' shared token, connection limits.
+    pub runtime: RuntimeSettings,
 }
 
 /// The service, its ports bound and serving: run it with [`Runtime::run`].
 pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let mut runtime = Runtime::bind(
         "signaling",
-        settings.shutdown_grace,
+        &settings.runtime,
         &[("grpc", settings.grpc_addr), ("http", settings.http_addr)],
     )
     .await?;
-    runtime.limit_connections(settings.connections);
-    runtime.require_token(settings.grpc_token.clone());
     let metrics = Metrics::default();
     match &settings.redis {
         Some(url) => {

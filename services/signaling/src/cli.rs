@@ -3,7 +3,7 @@
 use clap::Parser;
 use svc_common::{
     Duration,
-    args::{ConnectionArgs, DrainArgs, GrpcArgs, HttpArgs, TokenArgs},
+    args::{GrpcArgs, HttpArgs, ServiceArgs},
     parse_duration,
 };
 
@@ -48,13 +48,7 @@ pub struct Args {
     pub max_buffered_candidates: usize,
 
     #[command(flatten)]
-    pub token: TokenArgs,
-
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-
-    #[command(flatten)]
-    pub drain: DrainArgs,
+    pub service: ServiceArgs,
 }
 
 impl Args {
@@ -74,9 +68,7 @@ impl Args {
                 ..Limits::default()
             },
             redis: self.redis_url,
-            grpc_token: self.token.grpc_token,
-            connections: self.connections.limits(),
-            shutdown_grace: *self.drain.shutdown_grace,
+            runtime: self.service.runtime(),
         }
     }
 }
