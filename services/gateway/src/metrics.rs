@@ -1,18 +1,19 @@
 //! Prometheus metrics of the gateway: sessions, registrations by result, rejected inputs by
 //! reason (counted where replies are written, so every refusal a browser sees is counted once);
-//! bytes queued and bounds hit, by queue.
+//! bytes queued and bounds hit, by queue; ICE restarts pages report, and how long media took to
+//! come back.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
 };
 
 use crate::{
     link::{Overflows, Queued},
-    protocol::{ServerMessage, Verdict},
+    protocol::{RestartCause, RestartOutcome, ServerMessage, Verdict},
     reason::GatewayReason,
 };
 
@@ -31,6 +32,14 @@ struct Inner {
     rejected: Family<Label, Counter>,
     queued_bytes: Family<QueueLabel, Gauge>,
     overflows: Family<QueueLabel, Counter>,
+    restarts: Family<RestartLabel, Counter>,
+    recovery: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabel {
+    cause: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +87,19 @@ impl Default for Metrics {
             "Bounds hit, by queue: to_browsers (a session closed as too slow), to_signaling (a message refused), held (a message dropped)",
             overflows.clone(),
         );
+        let restarts = Family::default();
+        registry.register(
+            "ice_restarts",
+            "ICE restarts pages report (their calls renegotiated), by cause and outcome",
+            restarts.clone(),
+        );
+        let recovery = Histogram::new([0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0]);
+        registry.register_with_unit(
+            "ice_restart_recovery",
+            "How long media took to come back after an ICE restart, as pages report it",
+            Unit::Seconds,
+            recovery.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -87,6 +109,8 @@ impl Default for Metrics {
                 rejected,
                 queued_bytes,
                 overflows,
+                restarts,
+                recovery,
             }),
         }
     }
@@ -105,6 +129,18 @@ impl Metrics {
             }
             ServerMessage::Error { reason, .. } => self.count_rejected(reason),
             _ => {}
+        }
+    }
+
+    /// An ICE restart a page reports.
+    pub fn ice_restart(&self, cause: RestartCause, outcome: RestartOutcome, took: Duration) {
+        let label = RestartLabel {
+            cause: cause.as_str(),
+            outcome: outcome.as_str(),
+        };
+        self.inner.restarts.get_or_create(&label).inc();
+        if outcome == RestartOutcome::Recovered {
+            self.inner.recovery.observe(took.as_secs_f64());
         }
     }
 

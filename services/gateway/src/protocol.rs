@@ -20,6 +20,9 @@ pub enum ClientMessage {
         /// rather than ended.
         #[serde(default)]
         rejoin: Option<String>,
+        /// The page speaks the extensions (renegotiation, restart reports).
+        #[serde(default)]
+        extensions: bool,
     },
     /// `from` is the caller's claim; the server ignores it and uses the registered name.
     #[serde(rename_all = "camelCase")]
@@ -41,6 +44,79 @@ pub enum ClientMessage {
         candidate: IceCandidateInit,
     },
     Stop,
+    /// Extension: a new session description for the call (an ICE restart), for the peer.
+    Negotiate {
+        description: SessionDescription,
+    },
+    /// Extension: how an ICE restart the page made went, for metrics and the call's trace.
+    #[serde(rename_all = "camelCase")]
+    IceRestarted {
+        cause: RestartCause,
+        outcome: RestartOutcome,
+        duration_ms: u64,
+    },
+}
+
+/// An RTCSessionDescriptionInit of a renegotiation: an offer or the answer to one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: DescriptionKind,
+    pub sdp: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DescriptionKind {
+    Offer,
+    Answer,
+}
+
+impl DescriptionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DescriptionKind::Offer => "offer",
+            DescriptionKind::Answer => "answer",
+        }
+    }
+}
+
+/// Why a page restarted ICE.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartCause {
+    /// Its TURN credentials were about to expire.
+    Credentials,
+    /// The media path failed.
+    Failure,
+    /// The network changed.
+    Network,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartOutcome {
+    Recovered,
+    Failed,
+}
+
+impl RestartCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartCause::Credentials => "credentials",
+            RestartCause::Failure => "failure",
+            RestartCause::Network => "network",
+        }
+    }
+}
+
+impl RestartOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartOutcome::Recovered => "recovered",
+            RestartOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// The ids of [`ClientMessage`], to tell an unknown id from a malformed message of a known one.
@@ -54,6 +130,8 @@ pub enum ClientId {
     IncomingCallResponse,
     OnIceCandidate,
     Stop,
+    Negotiate,
+    IceRestarted,
 }
 
 impl ClientMessage {
@@ -64,6 +142,8 @@ impl ClientMessage {
             ClientMessage::IncomingCallResponse { .. } => ClientId::IncomingCallResponse,
             ClientMessage::OnIceCandidate { .. } => ClientId::OnIceCandidate,
             ClientMessage::Stop => ClientId::Stop,
+            ClientMessage::Negotiate { .. } => ClientId::Negotiate,
+            ClientMessage::IceRestarted { .. } => ClientId::IceRestarted,
         }
     }
 }
@@ -128,12 +208,24 @@ pub enum ServerMessage {
         call_id: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
+        /// Extension: both pages can renegotiate the call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        negotiation: Option<Negotiation>,
     },
     #[serde(rename_all = "camelCase")]
     StartCommunication {
         call_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
+        /// Extension: both pages can renegotiate the call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        negotiation: Option<Negotiation>,
+    },
+    /// Extension: the other party's new session description.
+    #[serde(rename_all = "camelCase")]
+    Negotiate {
+        description: SessionDescription,
+        call_id: String,
     },
     IceCandidate {
         candidate: IceCandidateInit,
@@ -160,6 +252,13 @@ pub enum ServerMessage {
     Reconnect {
         message: String,
     },
+}
+
+/// Which side gives way when both pages offer at once (perfect negotiation): the callee is
+/// polite, the caller is not.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiation {
+    pub polite: bool,
 }
 
 /// A call, as a page rejoining it learns it.

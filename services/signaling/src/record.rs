@@ -35,6 +35,9 @@ pub struct UserRecord {
     pub call: Option<Leg>,
     /// What arrived for this user while away, delivered in order when it resumes.
     pub pending: Vec<Event>,
+    /// The page speaks the protocol's extensions (renegotiation).
+    #[serde(default)]
+    pub extensions: bool,
 }
 
 /// One party's side of a call.
@@ -72,6 +75,7 @@ impl UserRecord {
             away_until: None,
             call: None,
             pending: Vec::new(),
+            extensions: false,
         }
     }
 

@@ -129,6 +129,8 @@ pub enum Command {
         /// The session's gateway asserts a registration the store forgot: the name is taken
         /// back with `resume_token` itself, with this call.
         reassert: Option<Option<CallState>>,
+        /// The page speaks the protocol's extensions (renegotiation).
+        extensions: bool,
     },
     Call {
         to: String,
@@ -142,6 +144,8 @@ pub enum Command {
         sdp_answer: String,
     },
     Candidate(String),
+    /// A new session description for the call, for the other party.
+    Negotiate(Description),
     Stop,
     /// The session's socket closed: its call ends, its name is kept for the grace period.
     Closed,
@@ -158,6 +162,7 @@ impl Command {
             Command::Call { .. } => Request::Call,
             Command::Answer { .. } => Request::Answer,
             Command::Candidate(_) => Request::Candidate,
+            Command::Negotiate(_) => Request::Negotiate,
             Command::Stop => Request::Stop,
             Command::Closed | Command::Lost => return None,
         })
@@ -172,6 +177,38 @@ pub enum Request {
     Answer,
     Candidate,
     Stop,
+    Negotiate,
+}
+
+/// A session description, as a page renegotiating its call gives it (W3C
+/// RTCSessionDescriptionInit): an offer, or the answer to one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    pub kind: DescriptionKind,
+    pub sdp: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DescriptionKind {
+    Offer,
+    Answer,
+}
+
+impl DescriptionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DescriptionKind::Offer => "offer",
+            DescriptionKind::Answer => "answer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "offer" => Some(DescriptionKind::Offer),
+            "answer" => Some(DescriptionKind::Answer),
+            _ => None,
+        }
+    }
 }
 
 /// Declares [`Reason`] once: each variant with the machine-readable name browsers and metrics
@@ -216,6 +253,7 @@ reasons! {
     PeerDisconnected = "peer_disconnected",
     Replaced = "replaced",
     Unavailable = "unavailable",
+    NotSupported = "not_supported",
 }
 
 impl fmt::Display for Reason {
@@ -248,11 +286,22 @@ pub enum Event {
         call: CallId,
         /// How long the call rang: the call setup time.
         rang_for: Duration,
+        /// Both pages can renegotiate: the caller is the impolite side.
+        #[serde(default)]
+        negotiation: bool,
     },
     StartCommunication {
         call: CallId,
+        /// Both pages can renegotiate: the callee is the polite side.
+        #[serde(default)]
+        negotiation: bool,
     },
     Candidate(String),
+    /// The other party's new session description.
+    Negotiate {
+        call: CallId,
+        description: Description,
+    },
     StopCommunication {
         reason: Reason,
         message: String,
@@ -272,6 +321,7 @@ impl Event {
             Event::CallAccepted { sdp_answer, .. } => sdp_answer.len(),
             Event::StartCommunication { .. } => 0,
             Event::Candidate(candidate) => candidate.len(),
+            Event::Negotiate { description, .. } => description.sdp.len(),
         };
         text + 64
     }

@@ -9,7 +9,10 @@ use svc_common::telemetry::TRACEPARENT;
 
 use crate::{
     name::Name,
-    vocabulary::{CallState, Command, Delivery, Event, Reason, Request as Req, Role},
+    vocabulary::{
+        CallState, Command, Delivery, Description, DescriptionKind, Event, Reason, Request as Req,
+        Role,
+    },
 };
 
 /// The command a gateway message carries, with the span it is routed under: calls and answers
@@ -44,6 +47,7 @@ pub fn command(message: pb::GatewayMessage) -> Option<(u64, Option<Name>, Comman
             resume_token: (!r.resume_token.is_empty()).then_some(r.resume_token),
             rejoin: r.rejoin_call_id.parse().ok(),
             reassert: r.reassert.then(|| r.call.and_then(call_state)),
+            extensions: r.extensions,
         },
         In::Call(c) => Command::Call {
             to: c.to,
@@ -56,6 +60,14 @@ pub fn command(message: pb::GatewayMessage) -> Option<(u64, Option<Name>, Comman
             sdp_answer: a.sdp_answer,
         },
         In::Candidate(c) => Command::Candidate(c.candidate_json),
+        In::Negotiate(n) => Command::Negotiate(match DescriptionKind::parse(&n.r#type) {
+            Some(kind) => Description { kind, sdp: n.sdp },
+            // Refused by the switchboard, as a description without an sdp is.
+            None => Description {
+                kind: DescriptionKind::Offer,
+                sdp: String::new(),
+            },
+        }),
         In::Stop(_) => Command::Stop,
         In::Closed(_) => Command::Closed,
         In::Lost(_) => Command::Lost,
@@ -134,12 +146,24 @@ pub fn session_message(delivery: &Delivery) -> pb::SessionMessage {
             call_id: call.to_string(),
         }),
         Event::CallAccepted {
-            sdp_answer, call, ..
+            sdp_answer,
+            call,
+            negotiation,
+            ..
         } => Out::CallAccepted(pb::CallAccepted {
             sdp_answer: sdp_answer.clone(),
             call_id: call.to_string(),
+            negotiation: negotiation.then_some(pb::Negotiation { polite: false }),
         }),
-        Event::StartCommunication { call } => Out::StartCommunication(pb::StartCommunication {
+        Event::StartCommunication { call, negotiation } => {
+            Out::StartCommunication(pb::StartCommunication {
+                call_id: call.to_string(),
+                negotiation: negotiation.then_some(pb::Negotiation { polite: true }),
+            })
+        }
+        Event::Negotiate { call, description } => Out::Negotiate(pb::Negotiate {
+            r#type: description.kind.as_str().to_owned(),
+            sdp: description.sdp.clone(),
             call_id: call.to_string(),
         }),
         Event::Candidate(candidate_json) => Out::Candidate(pb::Candidate {
@@ -199,6 +223,7 @@ mod tests {
             Req::Answer,
             Req::Candidate,
             Req::Stop,
+            Req::Negotiate,
         ] {
             assert_ne!(
                 request_code(request),

@@ -498,6 +498,8 @@ fn unacked(message: &GatewayMessage) -> Option<Unacked> {
         // told instead, and may try again.
         Up::Call(_) => pb::Request::Call,
         Up::Answer(_) => pb::Request::Answer,
+        // A description answered twice would confuse the pages' negotiation.
+        Up::Negotiate(_) => pb::Request::Negotiate,
         Up::Hello(_) | Up::Subscribe(_) | Up::Received(_) => return None,
     };
     Some(Unacked::Tell(request))

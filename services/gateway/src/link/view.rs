@@ -32,12 +32,15 @@ pub struct View {
     call: Option<pb::CallState>,
     /// Whom the session's last `call` was to, until the call is accepted or refused.
     calling: Option<String>,
+    /// The page speaks the protocol's extensions, as it said when it registered.
+    extensions: bool,
 }
 
 impl View {
     /// The session sent this.
     pub fn sent(&mut self, body: &Up) {
         match body {
+            Up::Register(register) => self.extensions = register.extensions,
             Up::Call(call) => self.calling = Some(call.to.clone()),
             Up::Stop(_) | Up::Closed(_) => {
                 self.call = None;
@@ -107,6 +110,7 @@ impl View {
                 rejoin_call_id: String::new(),
                 reassert: true,
                 call: self.call.clone(),
+                extensions: self.extensions,
             })),
             ..Default::default()
         })
@@ -146,6 +150,7 @@ mod tests {
         view.received(&Down::CallAccepted(pb::CallAccepted {
             sdp_answer: "a".into(),
             call_id: "c1".into(),
+            negotiation: None,
         }));
         let Some(GatewayMessage {
             body: Some(Up::Register(register)),

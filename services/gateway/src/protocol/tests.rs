@@ -4,7 +4,7 @@ use super::*;
 fn decodes_the_tutorial_messages() {
     let register = ClientMessage::decode(r#"{"id":"register","name":"alice"}"#).expect("register");
     assert!(
-        matches!(register, ClientMessage::Register { name, resume_token: None, rejoin: None } if name == "alice")
+        matches!(register, ClientMessage::Register { name, resume_token: None, rejoin: None, extensions: false } if name == "alice")
     );
 
     // The old page sends `from` with a call; it is accepted and ignored.
@@ -108,6 +108,7 @@ fn encodes_the_tutorial_shapes() {
         reason: Some("declined"),
         call_id: None,
         trace_id: None,
+        negotiation: None,
     };
     assert_eq!(
         rejected.encode(),

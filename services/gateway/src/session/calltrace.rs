@@ -3,12 +3,15 @@
 //! user's bug report can be found in the traces. Each browser-visible step of a call is a span
 //! of that trace where spans are exported; nothing is built for it otherwise.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use stunner_proto::signaling::v1::{self as pb, session_message::Body as Down};
 use svc_common::telemetry::TRACEPARENT;
 
-use crate::reason::Reason;
+use crate::{
+    protocol::{RestartCause, RestartOutcome},
+    reason::Reason,
+};
 
 /// The call a session is in, as far as tracing goes: its id and `traceparent`, as signaling
 /// last told it.
@@ -28,6 +31,24 @@ impl CallTrace {
     pub fn answer(&self) -> Option<(tracing::Span, String)> {
         let (call_id, traceparent) = self.call.as_ref()?;
         Some(step_span("incomingCallResponse", call_id, traceparent))
+    }
+
+    /// An ICE restart the page reports, as a span of the call's trace with its cause, outcome
+    /// and duration (when spans are exported and the call is known).
+    pub fn restart(&self, cause: RestartCause, outcome: RestartOutcome, duration: Duration) {
+        let Some((call_id, traceparent)) = self.call.as_ref() else {
+            return;
+        };
+        let (span, _) = step_span("iceRestart", call_id, traceparent);
+        span.record("call.outcome", outcome.as_str());
+        span.in_scope(|| {
+            tracing::info!(
+                ice.restart.cause = cause.as_str(),
+                ice.restart.duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                "ICE restart {}",
+                outcome.as_str()
+            );
+        });
     }
 
     /// A delivery from signaling: the span of its step of the call (when spans are exported),
@@ -78,6 +99,7 @@ fn delivery(body: &Down) -> Option<(&'static str, &str)> {
         Down::StartCommunication(start) => ("startCommunication", &start.call_id),
         Down::StopCommunication(stop) => ("stopCommunication", &stop.call_id),
         Down::Candidate(_) => ("iceCandidate", ""),
+        Down::Negotiate(negotiate) => ("negotiate", &negotiate.call_id),
         Down::Refused(refused) if refused.request() == pb::Request::Call => ("callResponse", ""),
         Down::Registered(_)
         | Down::Refused(_)

@@ -44,6 +44,11 @@ const TOO_SLOW: &str = "too slow reading messages";
 /// The close reason for a browser flooding pings.
 const TOO_MANY_CONTROL_FRAMES: &str = "too many control frames";
 
+/// Renegotiations a page may send: one a second on average, ten at once (an ICE restart is an
+/// offer and perhaps an answer to the peer's; a glare doubles it).
+const NEGOTIATION_RATE: u32 = 1;
+const NEGOTIATION_BURST: u32 = 10;
+
 /// When a credential refresh fails, the next try.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
@@ -104,6 +109,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
         fetch: None,
         trace: CallTrace::default(),
         bucket: TokenBucket::new(shared.limits.rate, shared.limits.burst),
+        negotiations: TokenBucket::new(NEGOTIATION_RATE, NEGOTIATION_BURST),
     };
     let mut pings = interval(shared.limits.ping_interval);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -23,6 +23,7 @@ pub(super) enum Registration {
         name: String,
         resume_token: Option<String>,
         rejoin: Option<String>,
+        extensions: bool,
     },
     /// Credentials in hand; the name is being claimed.
     Claiming {
@@ -42,6 +43,8 @@ pub(super) struct Session {
     pub(super) fetch: Option<Fetch>,
     pub(super) trace: CallTrace,
     pub(super) bucket: TokenBucket,
+    /// Renegotiations are few in a healthy call: a page sending many is throttled on its own.
+    pub(super) negotiations: TokenBucket,
 }
 
 impl Session {
@@ -70,7 +73,8 @@ impl Session {
                 name,
                 resume_token,
                 rejoin,
-            } => self.register(name, resume_token, rejoin),
+                extensions,
+            } => self.register(name, resume_token, rejoin, extensions),
             Upward::Call {
                 to,
                 sdp_offer,
@@ -90,6 +94,24 @@ impl Session {
                 self.forward(Up::Answer(answer), traceparent)
             }
             Upward::Forward(body) => self.forward(body, None),
+            Upward::Negotiate(negotiate) => {
+                if !self.negotiations.take() {
+                    return vec![error(
+                        "too many renegotiations; slow down",
+                        GatewayReason::RateLimited.into(),
+                    )];
+                }
+                self.forward(Up::Negotiate(negotiate), None)
+            }
+            Upward::Restarted {
+                cause,
+                outcome,
+                duration,
+            } => {
+                self.shared.metrics.ice_restart(cause, outcome, duration);
+                self.trace.restart(cause, outcome, duration);
+                Vec::new()
+            }
             Upward::Refuse(reply) => vec![reply],
         }
     }
@@ -100,6 +122,7 @@ impl Session {
         name: String,
         resume_token: Option<String>,
         rejoin: Option<String>,
+        extensions: bool,
     ) -> Vec<ServerMessage> {
         if self.name.is_some() {
             return vec![register_refused(
@@ -131,6 +154,7 @@ impl Session {
             name,
             resume_token,
             rejoin,
+            extensions,
         };
         Vec::new()
     }
@@ -161,6 +185,7 @@ impl Session {
                     name,
                     resume_token,
                     rejoin,
+                    extensions,
                 } = std::mem::replace(&mut self.registration, Registration::None)
                 else {
                     return Vec::new();
@@ -174,6 +199,7 @@ impl Session {
                     name,
                     resume_token: resume_token.unwrap_or_default(),
                     rejoin_call_id: rejoin.unwrap_or_default(),
+                    extensions,
                     ..Default::default()
                 });
                 self.forward(body, None)

@@ -8,7 +8,10 @@ use stunner_proto::signaling::v1::{
 };
 
 use crate::{
-    protocol::{CallInfo, CallResponse, ClientMessage, IceConfiguration, ServerMessage, Verdict},
+    protocol::{
+        CallInfo, CallResponse, ClientMessage, DescriptionKind, IceConfiguration, Negotiation,
+        RestartCause, RestartOutcome, ServerMessage, SessionDescription, Verdict,
+    },
     reason::{GatewayReason, Reason},
 };
 
@@ -20,6 +23,7 @@ pub enum Upward {
         name: String,
         resume_token: Option<String>,
         rejoin: Option<String>,
+        extensions: bool,
     },
     /// A call, traced from the page's own `traceparent` if it sent one.
     Call {
@@ -31,6 +35,14 @@ pub enum Upward {
     Answer(pb::Answer),
     /// Carried to signaling as it is.
     Forward(Up),
+    /// A renegotiation: carried to signaling unless the page renegotiates too often.
+    Negotiate(pb::Negotiate),
+    /// A report of an ICE restart, for this gateway's metrics and the call's trace.
+    Restarted {
+        cause: RestartCause,
+        outcome: RestartOutcome,
+        duration: std::time::Duration,
+    },
     /// Refused here, with this reply.
     Refuse(ServerMessage),
 }
@@ -41,10 +53,12 @@ pub fn upward(message: ClientMessage) -> Upward {
             name,
             resume_token,
             rejoin,
+            extensions,
         } => Upward::Register {
             name,
             resume_token: resume_token.filter(|t| !t.is_empty()),
             rejoin: rejoin.filter(|c| !c.is_empty()),
+            extensions,
         },
         ClientMessage::Call {
             to,
@@ -85,6 +99,28 @@ pub fn upward(message: ClientMessage) -> Upward {
             Upward::Forward(Up::Candidate(pb::Candidate { candidate_json }))
         }
         ClientMessage::Stop => Upward::Forward(Up::Stop(pb::Stop {})),
+        ClientMessage::Negotiate { description } => {
+            if description.sdp.trim().is_empty() {
+                return Upward::Refuse(error(
+                    "a description needs an sdp",
+                    GatewayReason::InvalidMessage.into(),
+                ));
+            }
+            Upward::Negotiate(pb::Negotiate {
+                r#type: description.kind.as_str().to_owned(),
+                sdp: description.sdp,
+                call_id: String::new(),
+            })
+        }
+        ClientMessage::IceRestarted {
+            cause,
+            outcome,
+            duration_ms,
+        } => Upward::Restarted {
+            cause,
+            outcome,
+            duration: std::time::Duration::from_millis(duration_ms),
+        },
     }
 }
 
@@ -139,6 +175,7 @@ pub fn downward(body: Down, trace_id: Option<String>) -> Downward {
                     reason: Some(reason.as_str()),
                     call_id: None,
                     trace_id,
+                    negotiation: None,
                 }),
                 _ => tell(error(&refused.message, reason)),
             }
@@ -156,11 +193,28 @@ pub fn downward(body: Down, trace_id: Option<String>) -> Downward {
             reason: None,
             call_id: Some(accepted.call_id),
             trace_id,
+            negotiation: accepted.negotiation.map(negotiation),
         }),
         Down::StartCommunication(start) => tell(ServerMessage::StartCommunication {
             call_id: start.call_id,
             trace_id,
+            negotiation: start.negotiation.map(negotiation),
         }),
+        Down::Negotiate(negotiate) => {
+            let kind = match negotiate.r#type.as_str() {
+                "offer" => DescriptionKind::Offer,
+                "answer" => DescriptionKind::Answer,
+                // Written by a gateway from a decoded description, so it is one of the two.
+                _ => return Downward::Nothing,
+            };
+            tell(ServerMessage::Negotiate {
+                description: SessionDescription {
+                    kind,
+                    sdp: negotiate.sdp,
+                },
+                call_id: negotiate.call_id,
+            })
+        }
         // Written by a gateway from a decoded candidate, so it decodes.
         Down::Candidate(candidate) => match serde_json::from_str(&candidate.candidate_json) {
             Ok(candidate) => tell(ServerMessage::IceCandidate { candidate }),
@@ -174,6 +228,12 @@ pub fn downward(body: Down, trace_id: Option<String>) -> Downward {
         }),
         // For the link, not the browser.
         Down::Welcome(_) | Down::Processed(_) | Down::Draining(_) => Downward::Nothing,
+    }
+}
+
+fn negotiation(negotiation: pb::Negotiation) -> Negotiation {
+    Negotiation {
+        polite: negotiation.polite,
     }
 }
 
@@ -238,8 +298,44 @@ mod tests {
                 name: "alice".into(),
                 resume_token: None,
                 rejoin: Some("c1".into()),
+                extensions: false,
             }
         );
+        assert_eq!(
+            decode(r#"{"id":"register","name":"alice","extensions":true}"#),
+            Upward::Register {
+                name: "alice".into(),
+                resume_token: None,
+                rejoin: None,
+                extensions: true,
+            }
+        );
+        assert_eq!(
+            decode(r#"{"id":"negotiate","description":{"type":"offer","sdp":"v=0"}}"#),
+            Upward::Negotiate(pb::Negotiate {
+                r#type: "offer".into(),
+                sdp: "v=0".into(),
+                call_id: String::new(),
+            })
+        );
+        for bad in [
+            r#"{"id":"negotiate","description":{"type":"pranswer","sdp":"v=0"}}"#,
+            r#"{"id":"negotiate","description":{"type":"offer"}}"#,
+            r#"{"id":"negotiate"}"#,
+        ] {
+            assert_eq!(
+                ClientMessage::decode(bad).map_err(|e| e.reason()).err(),
+                Some(GatewayReason::InvalidMessage),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            decode(r#"{"id":"negotiate","description":{"type":"answer","sdp":" "}}"#),
+            Upward::Refuse(ServerMessage::Error {
+                reason: "invalid_message",
+                ..
+            })
+        ));
         assert_eq!(
             decode(r#"{"id":"call","from":"mallory","to":"bob","sdpOffer":"o"}"#),
             Upward::Call {

@@ -127,6 +127,7 @@ async fn an_unreachable_store_is_a_clear_refusal_that_changes_nothing() {
         resume_token: None,
         rejoin: None,
         reassert: None,
+        extensions: false,
     };
 
     hub.directory().down.store(true, Ordering::Relaxed);

@@ -139,7 +139,7 @@ impl<D: Directory> Switchboard<D> {
                     return Change::Keep(None);
                 };
                 let buffered = std::mem::take(&mut leg.buffered);
-                let answered = (leg.clone(), buffered);
+                let answered = (leg.clone(), buffered, record.extensions);
                 if accept {
                     // Up, but the caller's candidates keep being buffered until everything
                     // buffered so far is on its way, after `startCommunication`.
@@ -150,7 +150,7 @@ impl<D: Directory> Switchboard<D> {
                 Change::Put(record, Some(answered))
             })
             .await?;
-        let Some((leg, buffered)) = answered else {
+        let Some((leg, buffered, extensions)) = answered else {
             out.refuse(from, Request::Answer, Reason::NoSuchCall, none());
             return Ok(());
         };
@@ -166,10 +166,18 @@ impl<D: Directory> Switchboard<D> {
                 .await?;
             return Ok(());
         }
+        // Renegotiation (an ICE restart) needs both pages to speak it.
+        let negotiation = extensions
+            && self
+                .directory
+                .load(&leg.peer)
+                .await?
+                .is_some_and(|caller| caller.extensions);
         let accepted = Event::CallAccepted {
             sdp_answer,
             call: leg.id,
             rang_for: now.saturating_since(leg.placed),
+            negotiation,
         };
         let told = self
             .tell(out, &leg.peer, leg.id, LegChange::Up, accepted)
@@ -181,7 +189,11 @@ impl<D: Directory> Switchboard<D> {
             out.send(from, stop);
             return Ok(());
         }
-        out.send(from, Event::StartCommunication { call: leg.id });
+        let start = Event::StartCommunication {
+            call: leg.id,
+            negotiation,
+        };
+        out.send(from, start);
         for candidate in buffered {
             out.send(from, Event::Candidate(candidate));
         }

@@ -137,12 +137,14 @@ impl<D: Directory> Switchboard<D> {
                 resume_token,
                 rejoin,
                 reassert,
+                extensions,
             } => {
                 let request = Registration {
                     name,
                     token: resume_token,
                     rejoin,
                     reassert,
+                    extensions,
                 };
                 self.register(&mut out, now, from, user, request).await?;
             }
@@ -165,6 +167,9 @@ impl<D: Directory> Switchboard<D> {
             }
             Command::Candidate(candidate) => {
                 self.candidate(&mut out, from, user, candidate).await?;
+            }
+            Command::Negotiate(description) => {
+                self.negotiate(&mut out, from, user, description).await?;
             }
             Command::Stop => self.stop(&mut out, from, user).await?,
             Command::Closed => self.closed(&mut out, now, from, user).await?,
@@ -232,6 +237,7 @@ fn stop_event(reason: Reason, message: &str, call: CallId) -> Event {
 
 mod calls;
 mod candidates;
+mod negotiation;
 mod steps;
 
 use steps::{deliver_or_hold, in_call};

@@ -177,6 +177,8 @@ pub struct Registration {
     pub rejoin: Option<CallId>,
     /// Asserted again by the session's gateway after the store forgot it, with its call.
     pub reassert: Option<Option<CallState>>,
+    /// The page speaks the protocol's extensions.
+    pub extensions: bool,
 }
 
 /// What a claim on a name came to.
@@ -214,10 +216,15 @@ fn claim(
     ring_timeout: std::time::Duration,
 ) -> Change<Claim> {
     let token = request.token.as_deref().filter(|t| !t.is_empty());
+    let new_record = || {
+        let mut record = UserRecord::new(from, fresh.to_owned());
+        record.extensions = request.extensions;
+        record
+    };
     match current {
-        None => Change::Put(UserRecord::new(from, fresh.to_owned()), Claim::fresh(fresh)),
+        None => Change::Put(new_record(), Claim::fresh(fresh)),
         Some(record) if record.expired(now) && request.reassert.is_none() => {
-            Change::Put(UserRecord::new(from, fresh.to_owned()), Claim::fresh(fresh))
+            Change::Put(new_record(), Claim::fresh(fresh))
         }
         // The same session asking again (its gateway re-sent the request, or asserts it).
         Some(record) if record.held_by(from) => Change::Keep(Claim::Granted {
@@ -233,6 +240,8 @@ fn claim(
             let mut record = record.clone();
             // Every resume rotates the token: one seen on the wire is worthless after it.
             fresh.clone_into(&mut record.token);
+            // The page that resumes may not be the one that left (a reload of another page).
+            record.extensions = request.extensions;
             let resumed_epoch = Some(record.epoch);
             let previous = record.holder.or(record.last_holder);
             let displaced = record.take_over(from);
@@ -289,6 +298,7 @@ impl Change<Claim> {
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| fresh.to_owned());
         let mut record = UserRecord::new(from, token.clone());
+        record.extensions = request.extensions;
         record.call = call.as_ref().map(|call| Leg {
             id: call.id,
             peer: call.peer.clone(),

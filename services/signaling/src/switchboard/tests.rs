@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use super::*;
 use crate::{
     directory::MemoryDirectory,
-    vocabulary::{CallState, Limits},
+    vocabulary::{CallState, Description, DescriptionKind, Limits},
 };
 
 const ALICE: SessionKey = SessionKey {
@@ -103,6 +103,7 @@ impl World {
                 resume_token: None,
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             },
         );
         let [
@@ -228,6 +229,7 @@ fn register_validates_and_keeps_names_unique() {
                 resume_token: None,
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             }
         ),
         [refused(
@@ -245,6 +247,7 @@ fn register_validates_and_keeps_names_unique() {
                 resume_token: None,
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             }
         ),
         [refused(
@@ -262,6 +265,7 @@ fn register_validates_and_keeps_names_unique() {
                 resume_token: None,
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             }
         ),
         [refused(
@@ -290,12 +294,16 @@ fn call_accept_and_hang_up() {
                     sdp_answer: "answer".into(),
                     call: id,
                     rang_for: Duration::ZERO,
+                    negotiation: false,
                 }
             },
             Delivery {
                 trace: None,
                 to: BOB,
-                event: Event::StartCommunication { call: id }
+                event: Event::StartCommunication {
+                    call: id,
+                    negotiation: false
+                }
             },
         ]
     );
@@ -510,7 +518,10 @@ fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
         Delivery {
             trace: None,
             to: BOB,
-            event: Event::StartCommunication { call: id }
+            event: Event::StartCommunication {
+                call: id,
+                negotiation: false
+            }
         }
     );
     let flushed: Vec<_> = out[2..].to_vec();
@@ -616,6 +627,7 @@ fn disconnect_mid_call_tells_the_other_side_and_reserves_the_name() {
                 resume_token: None,
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             }
         ),
         [refused(
@@ -657,6 +669,7 @@ fn resume_within_the_grace_period() {
                 resume_token: Some("forged".into()),
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             }
         ),
         [refused(
@@ -673,6 +686,7 @@ fn resume_within_the_grace_period() {
             resume_token: Some(token.clone()),
             rejoin: None,
             reassert: None,
+            extensions: false,
         },
     );
     // Resumed, with a fresh token.
@@ -720,6 +734,7 @@ fn a_reload_displaces_the_old_session() {
             resume_token: Some(token.clone()),
             rejoin: None,
             reassert: None,
+            extensions: false,
         },
     );
     assert_eq!(
@@ -760,6 +775,7 @@ fn a_reload_displaces_the_old_session() {
                 resume_token: None,
                 rejoin: None,
                 reassert: None,
+                extensions: false,
             }
         ),
         [refused(
@@ -817,6 +833,7 @@ fn a_gateway_going_away_keeps_its_calls_for_a_resume_to_rejoin() {
             resume_token: Some(token.clone()),
             rejoin: Some(id),
             reassert: None,
+            extensions: false,
         },
     );
     assert_eq!(
@@ -895,6 +912,7 @@ fn a_resume_that_does_not_rejoin_ends_the_call() {
             resume_token: Some(token),
             rejoin: None,
             reassert: None,
+            extensions: false,
         },
     );
     assert_eq!(
@@ -927,6 +945,7 @@ fn names_and_calls_asserted_again_after_the_store_forgot_them() {
         resume_token: Some(token.into()),
         rejoin: None,
         reassert: Some(call),
+        extensions: false,
     };
     let carol = Name::parse("carol").expect("valid");
     let alice = Name::parse("alice").expect("valid");
@@ -1028,6 +1047,7 @@ fn every_delivery_of_a_call_carries_its_trace() {
             resume_token: None,
             rejoin: None,
             reassert: None,
+            extensions: false,
         },
     );
     assert_eq!(traces(&out), [None], "outside a call, no trace");
@@ -1045,6 +1065,7 @@ fn a_leftover_grace_timer_does_not_free_a_resumed_name() {
         resume_token: token.map(str::to_owned),
         rejoin: None,
         reassert: None,
+        extensions: false,
     };
     w.send(ALICE, Command::Closed);
     w.advance(Duration::from_secs(2));
@@ -1093,5 +1114,152 @@ fn a_leftover_grace_timer_does_not_free_a_resumed_name() {
             }]
         ),
         "at 13 s the owner's token still works: {out:?}"
+    );
+}
+
+fn register_with_extensions(w: &mut World, who: SessionKey, name: &str) {
+    let out = w.send(
+        who,
+        Command::Register {
+            name: name.into(),
+            resume_token: None,
+            rejoin: None,
+            reassert: None,
+            extensions: true,
+        },
+    );
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Delivery {
+                event: Event::Registered { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
+fn offer(sdp: &str) -> Command {
+    Command::Negotiate(Description {
+        kind: DescriptionKind::Offer,
+        sdp: sdp.into(),
+    })
+}
+
+#[test]
+fn pages_that_can_renegotiate_relay_descriptions_within_their_call() {
+    let mut w = World::new();
+    register_with_extensions(&mut w, ALICE, "alice");
+    register_with_extensions(&mut w, BOB, "bob");
+    // Not before the call is up: ringing, the callee has no peer connection yet.
+    let id = incoming(&w.call(ALICE, "bob"));
+    let not_up = refused(
+        ALICE,
+        Request::Negotiate,
+        Reason::NotInCall,
+        "not in a call that is up",
+    );
+    assert_eq!(w.send(ALICE, offer("v=0 restart")), [not_up]);
+    let out = w.answer(BOB, "alice", true);
+    // Both are told they may renegotiate (the caller impolite, the callee polite, on the wire).
+    assert!(
+        out.iter().any(|d| matches!(
+            d.event,
+            Event::CallAccepted {
+                negotiation: true,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|d| matches!(
+            d.event,
+            Event::StartCommunication {
+                negotiation: true,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let relayed = |to, kind, sdp: &str| Delivery {
+        trace: None,
+        to,
+        event: Event::Negotiate {
+            call: id,
+            description: Description {
+                kind,
+                sdp: sdp.into(),
+            },
+        },
+    };
+    assert_eq!(
+        w.send(ALICE, offer("v=0 restart")),
+        [relayed(BOB, DescriptionKind::Offer, "v=0 restart")]
+    );
+    let answer = Command::Negotiate(Description {
+        kind: DescriptionKind::Answer,
+        sdp: "v=0 answer".into(),
+    });
+    assert_eq!(
+        w.send(BOB, answer),
+        [relayed(ALICE, DescriptionKind::Answer, "v=0 answer")]
+    );
+    // A stranger, and a description with no sdp, are refused; the call goes on.
+    w.register(CAROL, "carol");
+    assert_eq!(
+        w.send(CAROL, offer("v=0")),
+        [refused(
+            CAROL,
+            Request::Negotiate,
+            Reason::NotInCall,
+            "not in a call that is up"
+        )]
+    );
+    assert_eq!(
+        w.send(ALICE, offer("")),
+        [refused(
+            ALICE,
+            Request::Negotiate,
+            Reason::NotSupported,
+            "a description needs a type (offer or answer) and an sdp"
+        )]
+    );
+    assert_eq!(
+        w.send(BOB, offer("v=0 again")),
+        [relayed(ALICE, DescriptionKind::Offer, "v=0 again")]
+    );
+}
+
+#[test]
+fn a_page_that_cannot_renegotiate_is_never_sent_a_description() {
+    let mut w = World::new();
+    register_with_extensions(&mut w, ALICE, "alice");
+    // Bob's page is the tutorial's.
+    w.register(BOB, "bob");
+    incoming(&w.call(ALICE, "bob"));
+    let out = w.answer(BOB, "alice", true);
+    assert!(
+        out.iter().all(|d| !matches!(
+            d.event,
+            Event::CallAccepted {
+                negotiation: true,
+                ..
+            } | Event::StartCommunication {
+                negotiation: true,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert_eq!(
+        w.send(ALICE, offer("v=0")),
+        [refused(
+            ALICE,
+            Request::Negotiate,
+            Reason::NotSupported,
+            "bob's page cannot renegotiate the call"
+        )]
     );
 }
