@@ -21,7 +21,23 @@ const app = {
   callId: null,            // the call this page is in, as the server names it
   attempts: 0,             // reconnection attempts since the last success
   reconnectNow: false,     // the server asked us to reconnect: no backoff
+  // Renegotiation (both pages speak it): { polite } as the server assigned it, or null.
+  negotiation: null,
+  makingOffer: false,      // perfect negotiation: our own offer is being made
+  ignoreOffer: false,      // …and a colliding one from the impolite side was ignored
+  restart: null,           // the ICE restart under way: { cause, started }
+  restarts: 0,             // ICE restarts this page made
+  disconnectedTimer: null, // media disconnected: restart if it does not come back
+  lastProgress: null,      // when media last arrived (set once it has flowed at all)
 };
+
+/// How long media may stay `disconnected` before ICE is restarted, and how long a restart may
+/// take before it counts as failed (and another may start).
+const DISCONNECTED_GRACE_MS = 1000;
+const RESTART_TIMEOUT_MS = 15000;
+/// Media that stops arriving for this long counts as a failed path: ICE notices a dead relay
+/// only after many seconds, the bytes received say so at once.
+const STALL_MS = 2000;
 window.app = app;
 
 const $ = (id) => document.getElementById(id);
@@ -97,7 +113,9 @@ function onMessage(text) {
     case 'callResponse': return onCallResponse(message);
     case 'startCommunication':
       app.callId = message.callId || app.callId;
+      app.negotiation = message.negotiation || null;
       return setCallState(IN_CALL);
+    case 'negotiate': return onNegotiate(message);
     case 'iceCandidate': return addRemoteCandidate(message.candidate);
     case 'stopCommunication':
       showError(message.message || 'The call ended');
@@ -119,7 +137,8 @@ function register(resumeToken) {
   if (!name) return showError('Type your name first');
   clearError();
   setRegisterState(REGISTERING);
-  const message = { id: 'register', name };
+  // `extensions`: this page speaks more than the tutorial's protocol (renegotiation).
+  const message = { id: 'register', name, extensions: true };
   if (resumeToken) message.resumeToken = resumeToken;
   // Still in a call after a reconnect: rejoin it rather than end it.
   if (resumeToken && app.pc && app.callId) message.rejoin = app.callId;
@@ -175,15 +194,91 @@ function onError(message) {
 
 function onIceConfiguration(configuration) {
   app.iceConfiguration = configuration;
-  // Fresh credentials before the old ones expire; a running call keeps its relays.
-  if (app.pc) {
-    try {
-      app.pc.setConfiguration(configuration);
-    } catch (e) {
-      log('Could not apply refreshed credentials: ' + e, 'err');
-    }
-  }
   log('TURN credentials refreshed', 'in');
+  if (!app.pc) return;
+  try {
+    app.pc.setConfiguration(configuration);
+  } catch (e) {
+    log('Could not apply refreshed credentials: ' + e, 'err');
+    return;
+  }
+  // The relays of a running call keep the credentials they were allocated with, and the TURN
+  // server refuses those once they expire: restart ICE now, so new relays carry the new ones.
+  if (app.callState === IN_CALL) restartIce('credentials');
+}
+
+// === renegotiation (perfect negotiation, W3C) ===
+
+/// Restarts ICE with the current configuration, when both pages can renegotiate.
+async function restartIce(cause) {
+  const pc = app.pc;
+  if (!pc || !app.negotiation) return;
+  if (app.restart && performance.now() - app.restart.started < RESTART_TIMEOUT_MS) return;
+  if (app.restart) reportRestart('failed');
+  app.restart = { cause, started: performance.now() };
+  app.restarts += 1;
+  app.lastProgress = null;
+  setStatus('Reconnecting media…');
+  log('Restarting ICE (' + cause + ')', 'out');
+  try {
+    app.makingOffer = true;
+    pc.restartIce();
+    await pc.setLocalDescription();
+    send({ id: 'negotiate', description: pc.localDescription.toJSON() });
+  } catch (e) {
+    log('Could not restart ICE: ' + e, 'err');
+  } finally {
+    app.makingOffer = false;
+  }
+}
+
+/// The peer's new description. When both sides offered at once, the polite side (the callee)
+/// gives way and the impolite one ignores the other's offer.
+async function onNegotiate(message) {
+  const pc = app.pc;
+  if (!pc || !app.negotiation || message.callId !== app.callId) return;
+  const description = message.description;
+  const collision = description.type === 'offer' && (app.makingOffer || pc.signalingState !== 'stable');
+  app.ignoreOffer = !app.negotiation.polite && collision;
+  if (app.ignoreOffer) {
+    log('Ignoring a colliding offer (ours goes first)', 'in');
+    return;
+  }
+  try {
+    await pc.setRemoteDescription(description);
+    if (description.type === 'offer') {
+      await pc.setLocalDescription();
+      send({ id: 'negotiate', description: pc.localDescription.toJSON() });
+    }
+  } catch (e) {
+    log('Renegotiation failed: ' + e, 'err');
+  }
+}
+
+/// Tells the server how the restart under way went (for metrics and the call's trace).
+function reportRestart(outcome) {
+  const restart = app.restart;
+  if (!restart) return;
+  app.restart = null;
+  const durationMs = Math.round(performance.now() - restart.started);
+  send({ id: 'iceRestarted', cause: restart.cause, outcome, durationMs });
+  log('ICE restart ' + outcome + ' after ' + durationMs + ' ms', outcome === 'recovered' ? 'in' : 'err');
+}
+
+function onIceConnectionState(pc) {
+  const state = pc.iceConnectionState;
+  clearTimeout(app.disconnectedTimer);
+  if (state === 'connected' || state === 'completed') {
+    if (app.restart) {
+      reportRestart('recovered');
+      setStatus('In call with ' + app.peer);
+    }
+  } else if (state === 'disconnected') {
+    // Often back by itself within a second or two; if not, restart.
+    app.disconnectedTimer = setTimeout(() => restartIce('failure'), DISCONNECTED_GRACE_MS);
+  } else if (state === 'failed') {
+    restartIce('failure');
+  }
 }
 
 // === calls ===
@@ -252,6 +347,7 @@ async function onCallResponse(message) {
     return stop(true);
   }
   app.callId = message.callId || app.callId;
+  app.negotiation = message.negotiation || null;
   try {
     await app.pc.setRemoteDescription({ type: 'answer', sdp: message.sdpAnswer });
     await flushCandidates();
@@ -273,9 +369,10 @@ async function startPeerConnection() {
   };
   pc.ontrack = (event) => { $('videoOutput').srcObject = event.streams[0]; };
   pc.onconnectionstatechange = () => {
-    setStatus('Media: ' + pc.connectionState);
-    if (pc.connectionState === 'failed') showError('The media connection failed (check the TURN server)');
+    if (!app.restart) setStatus('Media: ' + pc.connectionState);
+    if (pc.connectionState === 'failed' && !app.negotiation) showError('The media connection failed (check the TURN server)');
   };
+  pc.oniceconnectionstatechange = () => onIceConnectionState(pc);
   $('mute').disabled = false;
   $('camera').disabled = false;
   startStats();
@@ -289,7 +386,8 @@ async function addRemoteCandidate(candidate) {
   try {
     await app.pc.addIceCandidate(candidate);
   } catch (e) {
-    log('Bad remote candidate: ' + e, 'err');
+    // Candidates of an offer this page ignored (a collision it won) do not apply.
+    if (!app.ignoreOffer) log('Bad remote candidate: ' + e, 'err');
   }
 }
 
@@ -302,6 +400,10 @@ async function flushCandidates() {
 function stop(remote) {
   if (!remote && app.callState !== NO_CALL) send({ id: 'stop' });
   app.callId = null;
+  app.negotiation = null;
+  app.restart = null;
+  app.ignoreOffer = false;
+  clearTimeout(app.disconnectedTimer);
   $('incoming').hidden = true;
   app.incoming = null;
   app.pendingCandidates = [];
@@ -333,6 +435,7 @@ function stopStats() {
   clearInterval(app.statsTimer);
   app.statsTimer = null;
   app.lastBytes = null;
+  app.lastProgress = null;
   ['statPath', 'statBitrate', 'statRtt'].forEach((id) => { $(id).textContent = '–'; });
 }
 
@@ -355,6 +458,12 @@ async function updateStats() {
     if (app.lastBytes) {
       const kbps = (8 * (now.bytes - app.lastBytes.bytes)) / (now.at - app.lastBytes.at);
       $('statBitrate').textContent = Math.max(0, Math.round(kbps)) + ' kbit/s';
+    }
+    if (!app.lastBytes || now.bytes > app.lastBytes.bytes) {
+      if (now.bytes > 0) app.lastProgress = performance.now();
+    } else if (app.lastProgress !== null && app.callState === IN_CALL && !app.restart
+               && performance.now() - app.lastProgress > STALL_MS) {
+      restartIce('failure');
     }
     app.lastBytes = now;
   }
@@ -410,7 +519,7 @@ function log(text, kind) {
 /// SDPs are long and say little to a person: show their size instead.
 function abbreviate(message) {
   return JSON.stringify(message, (key, value) =>
-    (key === 'sdpOffer' || key === 'sdpAnswer') && typeof value === 'string' ? '<SDP ' + value.length + ' bytes>' : value);
+    (key === 'sdpOffer' || key === 'sdpAnswer' || key === 'sdp') && typeof value === 'string' ? '<SDP ' + value.length + ' bytes>' : value);
 }
 
 window.addEventListener('load', () => {
@@ -429,3 +538,6 @@ window.addEventListener('load', () => {
   $('name').focus();
 });
 window.addEventListener('beforeunload', () => { if (app.ws) app.ws.close(); });
+// A new network (Wi-Fi to cellular): the media path is gone with the old addresses.
+window.addEventListener('online', () => restartIce('network'));
+if (navigator.connection) navigator.connection.addEventListener('change', () => restartIce('network'));

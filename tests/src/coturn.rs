@@ -21,7 +21,7 @@ pub enum TurnAuth<'a> {
 
 /// A coturn process on 127.0.0.1, killed when dropped.
 pub struct Coturn {
-    _child: Child,
+    child: Child,
     port: u16,
     logs: Logs,
     _dir: TempDir,
@@ -37,8 +37,13 @@ pub struct Allocation {
 
 impl Coturn {
     pub async fn start(auth: TurnAuth<'_>) -> Coturn {
+        Self::start_with(free_port(), auth, &[]).await
+    }
+
+    /// On `port` (a TURN server restarted on the same address, as a new STUNner pod behind
+    /// the same load balancer), with extra options (e.g. short allocation lifetimes).
+    pub async fn start_with(port: u16, auth: TurnAuth<'_>, extra: &[&str]) -> Coturn {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let mut args = vec![
             "-n".to_owned(),
             "--listening-ip=127.0.0.1".into(),
@@ -64,6 +69,7 @@ impl Coturn {
                 args.push(format!("--static-auth-secret={secret}"));
             }
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut child = Command::new("turnserver")
             .args(&args)
             .stdin(Stdio::null())
@@ -82,7 +88,7 @@ impl Coturn {
         })
         .await;
         Coturn {
-            _child: child,
+            child,
             port,
             logs,
             _dir: dir,
@@ -91,6 +97,11 @@ impl Coturn {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// SIGKILL: the TURN server and every allocation on it are gone at once (a lost pod).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     pub fn logs(&self) -> &Logs {

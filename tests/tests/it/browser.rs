@@ -14,8 +14,8 @@ use testkit::{
     webdriver::{Browser, Driver},
 };
 
-const MEDIA: Duration = Duration::from_secs(40);
-const PAGE: Duration = Duration::from_secs(15);
+pub const MEDIA: Duration = Duration::from_secs(40);
+pub const PAGE: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_pages_call_relay_only_through_coturn() {
@@ -106,10 +106,10 @@ pub async fn call_and_check_across(
 }
 
 /// A page, its user's name, and where it is loaded from.
-type Party<'a> = (&'a Browser, &'a str, &'a str);
+pub type Party<'a> = (&'a Browser, &'a str, &'a str);
 
 /// Both pages load and register; the caller calls the callee, who accepts; the call is up.
-async fn call_up(caller: Party<'_>, callee: Party<'_>) {
+pub async fn call_up(caller: Party<'_>, callee: Party<'_>) {
     let (alice, bob) = (caller.0, callee.0);
     for (browser, name, page) in [caller, callee] {
         browser.goto(page).await;
@@ -209,7 +209,7 @@ async fn check_the_call(alice: &Browser, bob: &Browser) {
 }
 
 /// The remote video of `page` keeps being decoded.
-async fn frames_rise(page: &Browser, what: &str) {
+pub async fn frames_rise(page: &Browser, what: &str) {
     let first = frames_decoded(page).await;
     testkit::eventually(MEDIA, what, || async {
         let now = frames_decoded(page).await;
@@ -332,7 +332,7 @@ async fn every_process_restarted_one_at_a_time_under_two_calls_goes_unnoticed() 
     }
 }
 
-async fn frames_decoded(browser: &Browser) -> u64 {
+pub async fn frames_decoded(browser: &Browser) -> u64 {
     browser
         .eval_async(
             "app.pc.getStats().then((r) => { let n = 0; r.forEach((s) => { \

@@ -8,6 +8,7 @@ mod failover;
 mod hardening;
 mod manifests;
 mod replicas;
+mod restarts;
 mod runtime;
 mod telemetry;
 mod turn;
