@@ -37,7 +37,9 @@ const DISCONNECTED_GRACE_MS = 1000;
 const RESTART_TIMEOUT_MS = 15000;
 /// Media that stops arriving for this long counts as a failed path: ICE notices a dead relay
 /// only after many seconds, the bytes received say so at once.
-const STALL_MS = 2000;
+const STALL_MS = 1500;
+/// How often the call's statistics are read (and a stall looked for).
+const STATS_INTERVAL_MS = 500;
 window.app = app;
 
 const $ = (id) => document.getElementById(id);
@@ -215,7 +217,7 @@ async function restartIce(cause) {
   if (!pc || !app.negotiation) return;
   if (app.restart && performance.now() - app.restart.started < RESTART_TIMEOUT_MS) return;
   if (app.restart) reportRestart('failed');
-  app.restart = { cause, started: performance.now() };
+  app.restart = { cause, started: performance.now(), remoteUfrag: remoteUfrag(pc) };
   app.restarts += 1;
   app.lastProgress = null;
   setStatus('Reconnecting media…');
@@ -265,14 +267,30 @@ function reportRestart(outcome) {
   log('ICE restart ' + outcome + ' after ' + durationMs + ' ms', outcome === 'recovered' ? 'in' : 'err');
 }
 
+/// The ICE username fragment the peer's current description carries: a restart changes it.
+function remoteUfrag(pc) {
+  const description = pc.currentRemoteDescription;
+  const found = description && /a=ice-ufrag:(\S+)/.exec(description.sdp);
+  return found ? found[1] : null;
+}
+
+/// The restart under way is over once both sides have new ICE credentials in force and media
+/// is connected over them. (ICE may stay `connected` throughout when the old path still works.)
+function checkRestartSettled(pc) {
+  const restart = app.restart;
+  if (!restart || pc.signalingState !== 'stable') return;
+  const connected = pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed';
+  if (connected && remoteUfrag(pc) !== restart.remoteUfrag) {
+    reportRestart('recovered');
+    setStatus('In call with ' + app.peer);
+  }
+}
+
 function onIceConnectionState(pc) {
   const state = pc.iceConnectionState;
   clearTimeout(app.disconnectedTimer);
   if (state === 'connected' || state === 'completed') {
-    if (app.restart) {
-      reportRestart('recovered');
-      setStatus('In call with ' + app.peer);
-    }
+    checkRestartSettled(pc);
   } else if (state === 'disconnected') {
     // Often back by itself within a second or two; if not, restart.
     app.disconnectedTimer = setTimeout(() => restartIce('failure'), DISCONNECTED_GRACE_MS);
@@ -373,6 +391,7 @@ async function startPeerConnection() {
     if (pc.connectionState === 'failed' && !app.negotiation) showError('The media connection failed (check the TURN server)');
   };
   pc.oniceconnectionstatechange = () => onIceConnectionState(pc);
+  pc.onsignalingstatechange = () => checkRestartSettled(pc);
   $('mute').disabled = false;
   $('camera').disabled = false;
   startStats();
@@ -428,7 +447,7 @@ function toggleTrack(kind, button, offLabel, onLabel) {
 
 function startStats() {
   stopStats();
-  app.statsTimer = setInterval(updateStats, 1000);
+  app.statsTimer = setInterval(updateStats, STATS_INTERVAL_MS);
 }
 
 function stopStats() {

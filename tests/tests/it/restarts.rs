@@ -155,6 +155,17 @@ async fn a_lost_turn_server_is_replaced_without_hanging_up() {
     for page in [&alice, &bob] {
         assert_eq!(page.eval("return app.callState").await, json!("In call"));
     }
+    // The pages said so: a recovered restart after a failure, counted by the gateway.
+    let sample = "gateway_ice_restarts_total{cause=\"failure\",outcome=\"recovered\"}";
+    testkit::eventually(
+        Duration::from_secs(20),
+        "a recovered restart in the gateway's metrics",
+        || async {
+            let (_, body) = stack.gateway.get("http", "/metrics").await?;
+            (testkit::metric(&body, sample)? >= 1.0).then_some(())
+        },
+    )
+    .await;
     alice.quit().await;
     bob.quit().await;
 }

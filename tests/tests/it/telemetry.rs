@@ -225,6 +225,73 @@ async fn a_call_is_one_trace_across_the_three_services() {
     }
 }
 
+/// A page's `iceRestarted` report is a span of its call's trace, with cause, outcome and
+/// duration, and moves the gateway's restart metrics; a report outside a call is refused.
+#[tokio::test]
+async fn an_ice_restart_is_a_span_of_the_call_and_a_metric() {
+    use serde_json::json;
+    let collector = Receiver::start().await;
+    let stack = traced_stack(&collector).await;
+    let mut alice = stack.browser().await;
+    let mut bob = stack.browser().await;
+    for (socket, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        socket
+            .send(json!({"id": "register", "name": name, "extensions": true}))
+            .await;
+        assert_eq!(
+            socket.expect("registerResponse").await["response"],
+            "accepted"
+        );
+    }
+    alice
+        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
+        .await;
+    bob.expect("incomingCall").await;
+    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"}))
+        .await;
+    let accepted = alice.expect("callResponse").await;
+    bob.expect("startCommunication").await;
+    let trace_id = accepted["traceId"].as_str().expect("traceId").to_owned();
+
+    alice
+        .send(json!({"id": "iceRestarted", "cause": "failure", "outcome": "recovered", "durationMs": 2500}))
+        .await;
+    let span = testkit::eventually(EXPORT, "the restart's span", || async {
+        collector
+            .spans()
+            .into_iter()
+            .find(|s| s.trace_id == trace_id && s.name == "iceRestart")
+    })
+    .await;
+    assert_eq!(span.service, "gateway");
+    assert_eq!(span.attribute("ice.restart.cause"), Some("failure"));
+    assert_eq!(span.attribute("call.outcome"), Some("recovered"));
+    assert_eq!(span.attribute("ice.restart.duration_ms"), Some("2500"));
+
+    let (_, metrics) = stack
+        .gateway
+        .get("http", "/metrics")
+        .await
+        .expect("metrics");
+    let sample = "gateway_ice_restarts_total{cause=\"failure\",outcome=\"recovered\"}";
+    assert_eq!(testkit::metric(&metrics, sample), Some(1.0), "{metrics}");
+    assert_eq!(
+        testkit::metric(&metrics, "gateway_ice_restart_recovery_seconds_count"),
+        Some(1.0)
+    );
+    // Malformed: a clear error, nothing counted.
+    alice
+        .send(json!({"id": "iceRestarted", "cause": "boredom", "outcome": "recovered", "durationMs": 1}))
+        .await;
+    assert_eq!(alice.expect("error").await["reason"], "invalid_message");
+    let (_, metrics) = stack
+        .gateway
+        .get("http", "/metrics")
+        .await
+        .expect("metrics");
+    assert_eq!(testkit::metric(&metrics, sample), Some(1.0));
+}
+
 /// `/metrics` on signaling and the gateway moves as calls succeed and fail.
 #[tokio::test]
 async fn metrics_follow_calls_and_failures() {

@@ -41,14 +41,11 @@ impl CallTrace {
         };
         let (span, _) = step_span("iceRestart", call_id, traceparent);
         span.record("call.outcome", outcome.as_str());
-        span.in_scope(|| {
-            tracing::info!(
-                ice.restart.cause = cause.as_str(),
-                ice.restart.duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                "ICE restart {}",
-                outcome.as_str()
-            );
-        });
+        span.record("ice.restart.cause", cause.as_str());
+        span.record(
+            "ice.restart.duration_ms",
+            u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        );
     }
 
     /// A delivery from signaling: the span of its step of the call (when spans are exported),
@@ -179,6 +176,8 @@ fn step_span(step: &'static str, call_id: &str, traceparent: &str) -> (tracing::
         otel.kind = "server",
         call.id = call_id,
         call.outcome = tracing::field::Empty,
+        ice.restart.cause = tracing::field::Empty,
+        ice.restart.duration_ms = tracing::field::Empty,
     );
     svc_common::telemetry::continue_traceparent(&span, traceparent);
     let onward = span
