@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = config.gateway_ref();
         for listener in &config.listeners {
             let _ = listener.path();
-            if let Some(uri) = listener.turn_uri() {
+            if let Some(uri) = listener.turn_uri(None) {
                 assert!(
                     uri.starts_with("turn:") || uri.starts_with("turns:"),
                     "{uri}"

@@ -1,5 +1,5 @@
-//! An OpenTelemetry collector for tests: a real OTLP/gRPC `TraceService` on port 0 that keeps
-//! every span the services export.
+//! An OpenTelemetry collector for tests: a real OTLP `TraceService` on port 0, over gRPC or
+//! over HTTP/protobuf (`POST /v1/traces`), that keeps every span the services export.
 
 use std::{
     net::SocketAddr,
@@ -53,6 +53,39 @@ impl Receiver {
         Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
+    /// The collector over OTLP/HTTP with protobuf bodies, the specification's default.
+    pub async fn start_http() -> Receiver {
+        use axum::{body::Bytes, extract::State, http::StatusCode, routing::post};
+        use prost::Message;
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let collector = Collector::default();
+        let spans = collector.0.clone();
+        let export = |State(collector): State<Collector>, body: Bytes| async move {
+            match ExportTraceServiceRequest::decode(body) {
+                Ok(request) => {
+                    collector.record(request);
+                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                    (StatusCode::OK, answer)
+                }
+                Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v1/traces", post(export))
+            .with_state(collector);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            addr,
+            spans,
+            server,
+        }
+    }
+
     pub async fn start_on(addr: SocketAddr) -> Receiver {
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("address");
@@ -93,8 +126,17 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.record(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    fn record(&self, request: ExportTraceServiceRequest) {
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service = resource_spans
                 .resource
                 .as_ref()
@@ -122,9 +164,6 @@ impl TraceService for Collector {
         if let Ok(mut spans) = self.0.lock() {
             spans.extend(received);
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
     }
 }
 

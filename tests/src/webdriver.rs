@@ -32,7 +32,7 @@ const CHROMIUM_FLAGS: &[&str] = &[
 
 /// A chromedriver process; each [`Driver::browser`] is one Chromium.
 pub struct Driver {
-    _child: Child,
+    child: Child,
     url: String,
     http: reqwest::Client,
     logs: Logs,
@@ -45,6 +45,19 @@ pub struct Browser {
     _profile: TempDir,
 }
 
+/// The browsers go with the driver, also when a test fails before quitting them: left behind,
+/// they would load the machine for every test after.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Driver {
     pub async fn start() -> Driver {
         let port = free_port();
@@ -54,6 +67,8 @@ impl Driver {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so the browsers it starts go with it (see Drop).
+            .process_group(0)
             .spawn()
             .expect("chromedriver is installed (apt-get install chromium chromium-driver)");
         let logs = Logs::default();
@@ -71,7 +86,7 @@ impl Driver {
         })
         .await;
         Driver {
-            _child: child,
+            child,
             url,
             http,
             logs,

@@ -79,6 +79,7 @@ impl ServiceArgs {
         crate::runtime::RuntimeSettings {
             shutdown_grace: *self.drain.shutdown_grace,
             grpc_token: self.token.grpc_token.clone(),
+            client_tokens: Vec::new(),
             connections: self.connections.limits(),
         }
     }

@@ -1,6 +1,7 @@
 //! A shared secret between the services: gRPC servers refuse callers that do not present it
 //! ([`RequireToken`]), the gateway presents it ([`Bearer`]). gRPC health is open to anyone, so
-//! Kubernetes' probes need no secret.
+//! Kubernetes' probes need no secret. A port may accept more tokens than the shared one (one
+//! per application allowed to call ice-config): [`Accepted`].
 
 use std::{
     fmt,
@@ -61,9 +62,36 @@ impl Token {
     }
 }
 
-/// A tower layer for a gRPC server: calls without the token are refused `UNAUTHENTICATED`.
+/// The tokens a port accepts; none at all: the port is open.
+#[derive(Clone, Debug, Default)]
+pub struct Accepted(Arc<[Token]>);
+
+impl Accepted {
+    pub fn new(tokens: impl IntoIterator<Item = Token>) -> Self {
+        Self(tokens.into_iter().collect())
+    }
+
+    /// Whether the port takes anyone.
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a request with this `authorization` header may pass: the port is open, or the
+    /// header presents one of the tokens (each compared in constant time).
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        self.is_open()
+            || authorization.is_some_and(|header| {
+                self.0
+                    .iter()
+                    .fold(false, |found, token| token.presented_in(header) | found)
+            })
+    }
+}
+
+/// A tower layer for a gRPC server: calls without an accepted token are refused
+/// `UNAUTHENTICATED`.
 #[derive(Clone, Debug)]
-pub struct RequireToken(pub Option<Token>);
+pub struct RequireToken(pub Accepted);
 
 impl<S> tower::Layer<S> for RequireToken {
     type Service = Checked<S>;
@@ -79,7 +107,7 @@ impl<S> tower::Layer<S> for RequireToken {
 #[derive(Clone, Debug)]
 pub struct Checked<S> {
     inner: S,
-    token: Option<Token>,
+    token: Accepted,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Checked<S>
@@ -95,16 +123,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let allowed = match &self.token {
-            None => true,
-            Some(token) => {
-                request.uri().path().starts_with(OPEN)
-                    || request
-                        .headers()
-                        .get(http::header::AUTHORIZATION)
-                        .is_some_and(|h| token.presented_in(h.as_bytes()))
-            }
-        };
+        let allowed = request.uri().path().starts_with(OPEN)
+            || self.token.admits(
+                request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(|h| h.as_bytes()),
+            );
         if allowed {
             Either::Left(self.inner.call(request))
         } else {
@@ -161,5 +186,18 @@ mod tests {
         assert!("".parse::<Token>().is_err());
         assert!("two words".parse::<Token>().is_err());
         assert_eq!(format!("{token:?}"), "Token(…)");
+    }
+
+    #[test]
+    fn a_port_accepts_any_of_its_tokens() {
+        let tokens = ["shared", "app-1", "app-2"].map(|t| t.parse::<Token>().expect("valid"));
+        let accepted = Accepted::new(tokens);
+        for header in [&b"Bearer shared"[..], b"Bearer app-1", b"Bearer app-2"] {
+            assert!(accepted.admits(Some(header)), "{header:?}");
+        }
+        assert!(!accepted.admits(Some(b"Bearer app-3")));
+        assert!(!accepted.admits(None));
+        let open = Accepted::default();
+        assert!(open.is_open() && open.admits(None));
     }
 }

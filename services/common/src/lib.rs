@@ -13,6 +13,7 @@ pub mod args;
 pub mod auth;
 pub mod connections;
 mod logs;
+pub mod metered;
 pub mod metrics;
 pub mod name;
 pub mod runtime;
@@ -27,7 +28,8 @@ pub use telemetry::Telemetry;
 /// Installs the global `tracing` subscriber: structured events to stderr, filtered by
 /// `RUST_LOG` (default `info`), as JSON when `LOG_FORMAT=json`, coloured only on a terminal;
 /// and, when an OTLP endpoint is configured by the standard `OTEL_*` variables, spans exported
-/// over OTLP/gRPC. Call once, at startup, inside the tokio runtime (the exporter's channel
+/// over OTLP (`http/protobuf` unless `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`; none when
+/// `OTEL_SDK_DISABLED=true`). Call once, at startup, inside the tokio runtime (the exporter's channel
 /// needs it); call [`Telemetry::shutdown`] before exiting so buffered spans are sent.
 pub fn init_telemetry(service: &'static str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

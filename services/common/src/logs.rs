@@ -47,7 +47,8 @@ where
     }
 }
 
-/// One JSON object per line: time, level, target, span, trace_id and the event's fields.
+/// One JSON object per line: time (RFC 3339, UTC), level, target, span, trace_id and the
+/// event's fields.
 pub struct Json;
 
 impl<S, N> FormatEvent<S, N> for Json
@@ -64,11 +65,9 @@ where
         let mut fields = serde_json::Map::new();
         event.record(&mut Fields(&mut fields));
         let metadata = event.metadata();
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
         let mut line = serde_json::Map::new();
-        line.insert("timestamp_ms".into(), millis.to_string().into());
+        line.insert("timestamp".into(), now.to_string().into());
         line.insert("level".into(), metadata.level().as_str().into());
         line.insert("target".into(), metadata.target().into());
         if let Some(span) = ctx.lookup_current() {

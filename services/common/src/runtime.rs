@@ -28,7 +28,7 @@ use tonic::{
 };
 
 use crate::{
-    auth::{RequireToken, Token},
+    auth::{Accepted, RequireToken, Token},
     connections::{self, CappedListener, Connection, ConnectionLimits},
 };
 
@@ -87,7 +87,17 @@ pub struct RuntimeSettings {
     pub shutdown_grace: Duration,
     /// What callers of the gRPC ports must present (and the gateway presents).
     pub grpc_token: Option<Token>,
+    /// Tokens the gRPC ports accept besides `grpc_token`: one per application allowed to call
+    /// (ice-config's `CLIENT_TOKENS`).
+    pub client_tokens: Vec<Token>,
     pub connections: ConnectionLimits,
+}
+
+impl RuntimeSettings {
+    /// The tokens the gRPC ports accept: the shared one and the clients'.
+    pub fn accepted(&self) -> Accepted {
+        Accepted::new(self.grpc_token.iter().chain(&self.client_tokens).cloned())
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -95,6 +105,7 @@ impl Default for RuntimeSettings {
         Self {
             shutdown_grace: Duration::from_secs(10),
             grpc_token: None,
+            client_tokens: Vec::new(),
             connections: ConnectionLimits::default(),
         }
     }
@@ -118,7 +129,7 @@ pub struct Runtime {
     connections: Arc<Semaphore>,
     header_timeout: Duration,
     /// What callers of the gRPC ports must present.
-    token: Option<Token>,
+    token: Accepted,
 }
 
 impl Runtime {
@@ -152,7 +163,7 @@ impl Runtime {
             drain: None,
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             header_timeout: limits.header_timeout,
-            token: settings.grpc_token.clone(),
+            token: settings.accepted(),
         })
     }
 
@@ -267,6 +278,7 @@ impl Runtime {
             .http2_keepalive_timeout(Some(GRPC_KEEPALIVE));
         let server = configure(server)
             .layer(RequireToken(self.token.clone()))
+            .layer(crate::metered::GrpcMetrics)
             .add_routes(routes)
             .serve_with_incoming_shutdown(listener.incoming(), self.stop.clone().cancelled_owned());
         self.servers
@@ -294,7 +306,7 @@ impl Runtime {
         let listener = self.take_listener(key)?;
         let server = connections::serve_http(
             listener,
-            router,
+            router.layer(crate::metered::HttpMetrics),
             self.header_timeout,
             self.stop.clone(),
             handshake,

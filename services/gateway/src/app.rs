@@ -9,7 +9,7 @@ use tonic::transport::Endpoint;
 use crate::{
     balance,
     http::{self, HttpState, Origins},
-    ice::IceClient,
+    ice::{GatewayFilter, IceClient},
     link::{self, Link},
     metrics::Metrics,
     resolve,
@@ -35,6 +35,8 @@ pub struct Settings {
     pub static_dir: PathBuf,
     pub origins: Vec<String>,
     pub relay_only: bool,
+    /// Which STUNner Gateways browsers get.
+    pub gateways: GatewayFilter,
     pub limits: SessionLimits,
     /// Messages a session may fall behind by before it is closed.
     pub session_queue: usize,
@@ -91,7 +93,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let shared = Arc::new(Shared {
         link,
         metrics: Metrics::default(),
-        ice: IceClient::new(ice, settings.relay_only, bearer),
+        ice: IceClient::new(ice, settings.relay_only, settings.gateways.clone(), bearer),
         ice_health,
         limits: settings.limits,
         stop: runtime.draining(),

@@ -11,6 +11,7 @@ use svc_common::{
 
 use crate::{
     app::{self, Settings},
+    ice::GatewayFilter,
     session::SessionLimits,
 };
 
@@ -56,6 +57,18 @@ pub struct Args {
     #[arg(long, env = "RELAY_ONLY", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay_only: bool,
 
+    /// Give browsers only this namespace's STUNner Gateways (as the tutorial's server).
+    #[arg(long, env = "STUNNER_NAMESPACE")]
+    pub stunner_namespace: Option<String>,
+
+    /// …only this Gateway of --stunner-namespace.
+    #[arg(long, env = "STUNNER_GATEWAY")]
+    pub stunner_gateway: Option<String>,
+
+    /// …only this listener of --stunner-gateway.
+    #[arg(long, env = "STUNNER_LISTENER")]
+    pub stunner_listener: Option<String>,
+
     /// Messages per second one browser may send, on average.
     #[arg(long, env = "SESSION_RATE", default_value_t = SessionLimits::default().rate)]
     pub session_rate: u32,
@@ -87,11 +100,16 @@ pub struct Args {
 impl Args {
     pub async fn parse_and_run() -> anyhow::Result<()> {
         let args = Self::parse();
-        svc_common::run_binary("gateway", app::build(args.settings())).await
+        svc_common::run_binary("gateway", async move { app::build(args.settings()?).await }).await
     }
 
-    pub fn settings(self) -> Settings {
-        Settings {
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let gateways = GatewayFilter::new(
+            self.stunner_namespace,
+            self.stunner_gateway,
+            self.stunner_listener,
+        )?;
+        Ok(Settings {
             http_addr: self.http.http_addr,
             signaling_url: self.signaling_url,
             signaling_resolve_every: *self.signaling_resolve_interval,
@@ -100,6 +118,7 @@ impl Args {
             static_dir: self.static_dir,
             origins: self.allowed_origins,
             relay_only: self.relay_only,
+            gateways,
             limits: SessionLimits {
                 rate: self.session_rate,
                 burst: self.session_burst,
@@ -108,7 +127,7 @@ impl Args {
             session_queue: self.session_queue,
             tls: self.tls_cert.zip(self.tls_key),
             runtime: self.service.runtime(),
-        }
+        })
     }
 }
 
@@ -118,7 +137,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        let settings = Args::parse_from(["gateway"]).settings();
+        let settings = Args::parse_from(["gateway"]).settings().expect("defaults");
         assert_eq!(settings.http_addr.port(), 8080);
         assert_eq!((settings.limits.rate, settings.limits.burst), (50, 200));
         assert_eq!(
@@ -126,5 +145,14 @@ mod tests {
             std::time::Duration::from_secs(20)
         );
         assert_eq!(settings.session_queue, 256);
+        assert_eq!(settings.gateways, GatewayFilter::default());
+    }
+
+    #[test]
+    fn a_gateway_without_its_namespace_is_refused() {
+        let error = Args::parse_from(["gateway", "--stunner-gateway", "udp-gateway"])
+            .settings()
+            .expect_err("no namespace");
+        assert!(error.to_string().contains("STUNNER_NAMESPACE"), "{error}");
     }
 }

@@ -200,7 +200,7 @@ mod tests {
         let shared = Arc::new(Shared {
             link,
             metrics: Metrics::default(),
-            ice: IceClient::new(channel, true, Default::default()),
+            ice: IceClient::new(channel, true, Default::default(), Default::default()),
             ice_health: Default::default(),
             limits: SessionLimits::default(),
             stop: Default::default(),

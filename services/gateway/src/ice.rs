@@ -23,8 +23,23 @@ const CONCURRENCY: usize = 128;
 pub struct IceClient {
     client: IceConfigServiceClient<InterceptedService<Channel, Bearer>>,
     policy: IceTransportPolicy,
+    gateways: GatewayFilter,
     turns: Arc<Semaphore>,
 }
+
+/// Which STUNner Gateways browsers get, as the tutorial's server selects them
+/// (`STUNNER_NAMESPACE`, `STUNNER_GATEWAY`, `STUNNER_LISTENER`); unset parts match every one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayFilter {
+    namespace: String,
+    gateway: String,
+    listener: String,
+}
+
+/// A gateway or listener named without what it belongs to: ice-config would ignore it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct FilterError(&'static str);
 
 /// A configuration and when to replace it.
 pub struct Issued {
@@ -42,7 +57,12 @@ pub enum IceError {
 }
 
 impl IceClient {
-    pub fn new(channel: Channel, relay_only: bool, bearer: Bearer) -> Self {
+    pub fn new(
+        channel: Channel,
+        relay_only: bool,
+        gateways: GatewayFilter,
+        bearer: Bearer,
+    ) -> Self {
         let policy = if relay_only {
             IceTransportPolicy::Relay
         } else {
@@ -51,6 +71,7 @@ impl IceClient {
         Self {
             client: IceConfigServiceClient::with_interceptor(channel, bearer),
             policy,
+            gateways,
             turns: Arc::new(Semaphore::new(CONCURRENCY)),
         }
     }
@@ -71,6 +92,9 @@ impl IceClient {
         let mut request = tonic::Request::new(GetIceConfigRequest {
             user_id: user.to_owned(),
             ice_transport_policy: self.policy.into(),
+            namespace: self.gateways.namespace.clone(),
+            gateway: self.gateways.gateway.clone(),
+            listener: self.gateways.listener.clone(),
             ..Default::default()
         });
         svc_common::telemetry::inject_current(request.metadata_mut());
@@ -123,5 +147,60 @@ impl IceClient {
             },
             refresh_in,
         })
+    }
+}
+
+impl GatewayFilter {
+    /// A filter from optional parts (empty means unset). As stunner-auth-service reads them, a
+    /// gateway only counts within a namespace and a listener only within a gateway: naming one
+    /// without the other is refused rather than silently ignored.
+    pub fn new(
+        namespace: Option<String>,
+        gateway: Option<String>,
+        listener: Option<String>,
+    ) -> Result<Self, FilterError> {
+        let part = |s: Option<String>| s.map(|s| s.trim().to_owned()).unwrap_or_default();
+        let (namespace, gateway, listener) = (part(namespace), part(gateway), part(listener));
+        if !gateway.is_empty() && namespace.is_empty() {
+            return Err(FilterError(
+                "STUNNER_GATEWAY needs STUNNER_NAMESPACE: a Gateway is named within its namespace",
+            ));
+        }
+        if !listener.is_empty() && gateway.is_empty() {
+            return Err(FilterError(
+                "STUNNER_LISTENER needs STUNNER_GATEWAY: a listener is named within its Gateway",
+            ));
+        }
+        Ok(Self {
+            namespace,
+            gateway,
+            listener,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_names_each_part_within_the_one_above() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            GatewayFilter::new(None, None, None),
+            Ok(GatewayFilter::default())
+        );
+        let full = GatewayFilter::new(some("stunner"), some("udp-gateway"), some("udp"))
+            .expect("complete");
+        assert_eq!(
+            (
+                full.namespace.as_str(),
+                full.gateway.as_str(),
+                full.listener.as_str()
+            ),
+            ("stunner", "udp-gateway", "udp")
+        );
+        assert!(GatewayFilter::new(some(" "), some("gw"), None).is_err());
+        assert!(GatewayFilter::new(some("ns"), None, some("l")).is_err());
     }
 }

@@ -28,7 +28,7 @@ struct Inner {
     registry: Registry,
     sessions: Gauge,
     replicas: Gauge,
-    registrations: Family<Label, Counter>,
+    registrations: Family<OutcomeLabel, Counter>,
     rejected: Family<Label, Counter>,
     queued_bytes: Family<QueueLabel, Gauge>,
     overflows: Family<QueueLabel, Counter>,
@@ -48,6 +48,11 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Label {
     reason: &'static str,
 }
@@ -55,6 +60,7 @@ struct Label {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("gateway");
+        svc_common::metrics::register_build_info(&mut registry);
         let sessions = Gauge::default();
         registry.register("sessions", "Open browser sessions", sessions.clone());
         let replicas = Gauge::default();
@@ -153,10 +159,10 @@ impl Metrics {
         self.inner.rejected.get_or_create(&Label { reason }).inc();
     }
 
-    fn registration(&self, reason: &'static str) {
+    fn registration(&self, outcome: &'static str) {
         self.inner
             .registrations
-            .get_or_create(&Label { reason })
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use futures_util::future::BoxFuture;
-use svc_common::{GrpcServices, Runtime, RuntimeSettings};
+use svc_common::{GrpcServices, Runtime, RuntimeSettings, auth::Accepted};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -13,7 +13,7 @@ use crate::{
     Error, Result,
     grpc::IceConfigGrpc,
     http::{self, HttpState},
-    ice::TtlPolicy,
+    ice::Issuing,
     metrics::Metrics,
     source::{CdsSource, FileSource, KubeSource, cds, kube::Selection},
     store::ConfigStore,
@@ -26,7 +26,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Where the STUNner configs come from.
     pub source: SourceSettings,
-    pub ttl: TtlPolicy,
+    /// Credential lifetimes and the public address override.
+    pub issuing: Issuing,
     /// The drain, the services' shared token, connection limits.
     pub runtime: RuntimeSettings,
 }
@@ -72,7 +73,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let ice = IceConfigGrpc::new(
         store.clone(),
         metrics.clone(),
-        settings.ttl,
+        settings.issuing.clone(),
         runtime.stopping(),
     );
     runtime
@@ -90,7 +91,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     let state = HttpState {
         store,
         metrics,
-        ttl: settings.ttl,
+        issuing: settings.issuing,
+        clients: if settings.runtime.client_tokens.is_empty() {
+            Accepted::default()
+        } else {
+            settings.runtime.accepted()
+        },
     };
     runtime.serve_http("http", http::router(state))?;
     Ok(runtime)

@@ -13,7 +13,7 @@ use svc_common::{
 
 use crate::{
     app::{self, Settings, SourceSettings},
-    ice::TtlPolicy,
+    ice::{Issuing, PublicAddr, TtlPolicy},
     source::cds,
 };
 
@@ -89,6 +89,22 @@ pub struct Args {
     #[arg(long, env = "MAX_TTL", default_value_t = TtlPolicy::default().max.into(), value_parser = parse_duration)]
     pub max_ttl: Duration,
 
+    /// The host every TURN URI carries instead of the listeners' own addresses (a node's or
+    /// load balancer's address), unless a REST request names one (`public-addr`). Empty: unset.
+    #[arg(long, env = "STUNNER_PUBLIC_ADDR")]
+    pub public_addr: Option<String>,
+
+    /// Tokens of the applications allowed to call (comma-separated; from a Secret): accepted on
+    /// the gRPC port besides GRPC_TOKEN (which must then be set, for the gateways), and then
+    /// required by the REST API too (`authorization: Bearer <token>`).
+    #[arg(
+        long,
+        env = "CLIENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub client_tokens: Vec<svc_common::auth::Token>,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 }
@@ -111,6 +127,18 @@ impl Args {
             "--default-ttl must be at least 1s and at most --max-ttl ({:?})",
             max_ttl
         );
+        let public_addr = self
+            .public_addr
+            .filter(|addr| !addr.trim().is_empty())
+            .map(|addr| PublicAddr::parse(&addr))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--public-addr (STUNNER_PUBLIC_ADDR): {e}"))?;
+        anyhow::ensure!(
+            self.client_tokens.is_empty() || self.service.token.grpc_token.is_some(),
+            "--client-tokens (CLIENT_TOKENS) needs --grpc-token (GRPC_TOKEN): without it the gateways could not call"
+        );
+        let mut runtime = self.service.runtime();
+        runtime.client_tokens = self.client_tokens;
         let source = match self.config_source {
             SourceKind::File => {
                 anyhow::ensure!(
@@ -156,11 +184,14 @@ impl Args {
             grpc_addr: self.grpc.grpc_addr,
             http_addr: self.http.http_addr,
             source,
-            ttl: TtlPolicy {
-                default: default_ttl,
-                max: max_ttl,
+            issuing: Issuing {
+                ttl: TtlPolicy {
+                    default: default_ttl,
+                    max: max_ttl,
+                },
+                public_addr,
             },
-            runtime: self.service.runtime(),
+            runtime,
         })
     }
 }
@@ -184,7 +215,44 @@ mod tests {
             .expect("defaults");
         assert_eq!(settings.grpc_addr.port(), 50051);
         assert_eq!(settings.http_addr.port(), 8088);
-        assert_eq!(settings.ttl.default, TtlPolicy::default().default);
-        assert_eq!(settings.ttl.max, TtlPolicy::default().max);
+        assert_eq!(settings.issuing.ttl.default, TtlPolicy::default().default);
+        assert_eq!(settings.issuing.ttl.max, TtlPolicy::default().max);
+        assert_eq!(settings.issuing.public_addr, None);
+    }
+
+    #[test]
+    fn client_tokens_need_the_gateways_token() {
+        let error = Args::parse_from(["ice-config", "--client-tokens", "app-1"])
+            .settings()
+            .expect_err("no GRPC_TOKEN");
+        assert!(error.to_string().contains("GRPC_TOKEN"), "{error}");
+        let settings = Args::parse_from([
+            "ice-config",
+            "--grpc-token",
+            "shared",
+            "--client-tokens",
+            "app-1,app-2",
+        ])
+        .settings()
+        .expect("both");
+        assert_eq!(settings.runtime.client_tokens.len(), 2);
+    }
+
+    #[test]
+    fn a_public_address_must_be_a_host() {
+        let parse = |addr: &str| {
+            Args::parse_from(["ice-config", "--public-addr", addr])
+                .settings()
+                .map(|s| s.issuing.public_addr)
+        };
+        assert_eq!(
+            parse("203.0.113.7")
+                .expect("an IP")
+                .map(|a| a.as_str().to_owned()),
+            Some("203.0.113.7".into())
+        );
+        assert_eq!(parse("").expect("empty is unset"), None);
+        let error = parse("a b").expect_err("not a host").to_string();
+        assert!(error.contains("STUNNER_PUBLIC_ADDR"), "{error}");
     }
 }

@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use crate::{
     ice::{
-        self, Filter, IceError, IceRequest, IceTransportPolicy, RequestError, Ttl, TtlPolicy,
-        UserId,
+        self, Filter, IceError, IceRequest, IceTransportPolicy, Issuing, PublicAddr, RequestError,
+        Ttl, UserId,
     },
     metrics::Metrics,
     store::{ConfigSet, ConfigStore},
@@ -30,7 +30,7 @@ use crate::{
 pub struct IceConfigGrpc {
     store: ConfigStore,
     metrics: Metrics,
-    ttl: TtlPolicy,
+    issuing: Issuing,
     /// Ends open watch streams when the server drains, so graceful shutdown does not wait on them.
     shutdown: CancellationToken,
 }
@@ -39,13 +39,13 @@ impl IceConfigGrpc {
     pub fn new(
         store: ConfigStore,
         metrics: Metrics,
-        ttl: TtlPolicy,
+        issuing: Issuing,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             metrics,
-            ttl,
+            issuing,
             shutdown,
         }
     }
@@ -55,18 +55,17 @@ impl IceConfigGrpc {
     }
 
     fn parse(&self, request: pb::GetIceConfigRequest) -> Result<IceRequest, Status> {
-        parse_request(request, self.ttl).map_err(|e| {
+        parse_request(request, &self.issuing).map_err(|e| {
             self.metrics.rejected("grpc", "invalid_argument");
-            Status::invalid_argument(e.to_string())
+            Status::invalid_argument(e.grpc())
         })
     }
 
     fn answer(&self, configs: &ConfigSet, request: &IceRequest) -> Result<ice::IceConfig, Status> {
         match ice::build(configs, request, SystemTime::now()) {
             Ok(config) => {
-                for server in &config.ice_servers {
-                    self.metrics.issued("grpc", server.auth_kind);
-                }
+                self.metrics
+                    .issued("grpc", config.ice_servers.iter().map(|s| s.auth_kind));
                 Ok(config)
             }
             Err(error) => {
@@ -225,7 +224,7 @@ fn record_status<T>(outcome: &Result<T, Status>) {
 /// Parses a request into domain values; empty strings and zero mean "not given".
 pub fn parse_request(
     request: pb::GetIceConfigRequest,
-    ttl: TtlPolicy,
+    issuing: &Issuing,
 ) -> Result<IceRequest, RequestError> {
     let policy = match pb::IceTransportPolicy::try_from(request.ice_transport_policy) {
         Ok(pb::IceTransportPolicy::Unspecified | pb::IceTransportPolicy::All) => {
@@ -242,13 +241,17 @@ pub fn parse_request(
     let seconds = (request.ttl_seconds != 0).then_some(u64::from(request.ttl_seconds));
     Ok(IceRequest {
         user: UserId::parse(&request.user_id)?,
-        ttl: Ttl::parse(seconds, ttl)?,
+        ttl: Ttl::parse(seconds, issuing.ttl)?,
         policy,
         filter: Filter::new(
             Some(request.namespace),
             Some(request.gateway),
             Some(request.listener),
         ),
+        public_addr: match request.public_addr.as_str() {
+            "" => issuing.public_addr.clone(),
+            addr => Some(PublicAddr::parse(addr)?),
+        },
     })
 }
 

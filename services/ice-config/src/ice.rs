@@ -14,7 +14,7 @@ use std::{
 use crate::{
     credentials,
     store::ConfigSet,
-    stunner_config::{Auth, AuthKind, StunnerConfig},
+    stunner_config::{self, Auth, AuthKind, Listener, StunnerConfig},
 };
 
 /// The longest user id accepted.
@@ -27,7 +27,14 @@ pub struct IceRequest {
     pub ttl: Ttl,
     pub policy: IceTransportPolicy,
     pub filter: Filter,
+    /// The host every URI carries instead of the listeners' own addresses (stunner-auth-service's
+    /// `public-addr`, else `STUNNER_PUBLIC_ADDR`).
+    pub public_addr: Option<PublicAddr>,
 }
+
+/// A host name or IP address that replaces the listeners' addresses in TURN URIs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicAddr(String);
 
 /// The user the credentials are issued to: at most [`MAX_USER_ID_LEN`] characters, no `:`
 /// (it separates the expiry in ephemeral usernames) and no control characters.
@@ -43,6 +50,15 @@ pub struct Ttl(Duration);
 pub struct TtlPolicy {
     pub default: Duration,
     pub max: Duration,
+}
+
+/// What the operator set for every request: lifetimes, and the host every URI carries when the
+/// request names none.
+#[derive(Clone, Debug, Default)]
+pub struct Issuing {
+    pub ttl: TtlPolicy,
+    /// `STUNNER_PUBLIC_ADDR`: replaces every listener's address in the URIs.
+    pub public_addr: Option<PublicAddr>,
 }
 
 impl Default for TtlPolicy {
@@ -108,19 +124,44 @@ pub enum IceError {
     NoMatchingListener,
 }
 
-/// Why a request is malformed; the message names the offending field.
+/// Why a request is malformed. Each API names the offending field its own way
+/// ([`RequestError::rest`], [`RequestError::grpc`]); the domain only says what is wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequestError {
-    #[error("username: longer than {MAX_USER_ID_LEN} characters")]
+    #[error("longer than {MAX_USER_ID_LEN} characters")]
     UserTooLong,
-    #[error("username: must not contain ':' or control characters")]
+    #[error("must not contain ':' or control characters")]
     UserBadChar,
-    #[error("ttl: {0:?} is not a whole number of seconds")]
-    TtlNotNumber(String),
-    #[error("ttl: must be between 1 and {max} seconds, got {got}")]
+    #[error("must be between 1 and {max} seconds, got {got}")]
     TtlOutOfRange { got: u64, max: u64 },
-    #[error("iceTransportPolicy: {0:?} is not one of all, public, relay")]
+    #[error("{0:?} is not one of all, public, relay")]
     BadPolicy(String),
+    #[error("{0:?} is neither an IP address nor a host name")]
+    BadPublicAddr(String),
+}
+
+impl RequestError {
+    /// The message with the field as the REST API's query names it.
+    pub fn rest(&self) -> String {
+        let field = match self {
+            Self::UserTooLong | Self::UserBadChar => "username",
+            Self::TtlOutOfRange { .. } => "ttl",
+            Self::BadPolicy(_) => "iceTransportPolicy",
+            Self::BadPublicAddr(_) => "public-addr",
+        };
+        format!("{field}: {self}")
+    }
+
+    /// The message with the field as the proto names it.
+    pub fn grpc(&self) -> String {
+        let field = match self {
+            Self::UserTooLong | Self::UserBadChar => "user_id",
+            Self::TtlOutOfRange { .. } => "ttl_seconds",
+            Self::BadPolicy(_) => "ice_transport_policy",
+            Self::BadPublicAddr(_) => "public_addr",
+        };
+        format!("{field}: {self}")
+    }
 }
 
 /// Builds the ICE configuration `request` asks for from `configs`, issuing credentials at `now`.
@@ -157,11 +198,17 @@ fn ice_server(
     request: &IceRequest,
     expiry: SystemTime,
 ) -> Option<IceServer> {
-    let urls: Vec<String> = config
+    let public_addr = request.public_addr.as_ref().map(PublicAddr::as_str);
+    let mut listeners: Vec<&Listener> = config
         .listeners
         .iter()
         .filter(|listener| request.filter.admits(listener.path()))
-        .filter_map(|listener| listener.turn_uri())
+        .collect();
+    // UDP, TCP, TLS, DTLS; as the config lists them within a protocol.
+    listeners.sort_by_key(|listener| listener.protocol);
+    let urls: Vec<String> = listeners
+        .into_iter()
+        .filter_map(|listener| listener.turn_uri(public_addr))
         .collect();
     if urls.is_empty() {
         return None;
@@ -196,6 +243,54 @@ fn unix_seconds(time: SystemTime) -> u64 {
 /// The instant an ephemeral username says it expires (whole seconds, rounded down).
 fn truncate_to_second(time: SystemTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(unix_seconds(time))
+}
+
+/// Why listeners are left out of every answer: they have no address a client could reach
+/// (only a placeholder or a wildcard) and no public address is given from outside the config.
+/// One line per listener, for `/readyz` and the logs.
+pub fn unadvertised(configs: &ConfigSet, public_addr: Option<&PublicAddr>) -> Vec<String> {
+    if public_addr.is_some() {
+        return Vec::new();
+    }
+    configs
+        .iter()
+        .flat_map(|config| &config.listeners)
+        .filter_map(|listener| {
+            let given = listener.unadvertised.as_deref()?;
+            let given = if given.is_empty() {
+                "no address"
+            } else {
+                given
+            };
+            Some(format!(
+                "listener {}: skipped, its address is {given:?} and it has no public address \
+                 (set the Gateway's address or STUNNER_PUBLIC_ADDR)",
+                listener.name
+            ))
+        })
+        .collect()
+}
+
+// === impl PublicAddr ===
+
+impl PublicAddr {
+    /// A host for TURN URIs; brackets around an IPv6 address are accepted and dropped.
+    pub fn parse(text: &str) -> Result<Self, RequestError> {
+        let host = text.trim();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if stunner_config::is_host(host) {
+            Ok(Self(host.to_owned()))
+        } else {
+            Err(RequestError::BadPublicAddr(text.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 // === impl IceConfig ===
@@ -261,6 +356,12 @@ impl UserId {
         Ok(Self(user.to_owned()))
     }
 
+    /// As [`UserId::parse`], with `:` allowed: the REST API's compatible reading (the expiry
+    /// comes first in `<expiry>:<user>`, so a TURN server still finds it).
+    pub fn parse_allowing_colons(user: &str) -> Result<Self, RequestError> {
+        Self::parse(&user.replace(':', "")).map(|_| Self(user.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -281,16 +382,18 @@ impl Ttl {
         Ok(Self(Duration::from_secs(seconds)))
     }
 
-    /// Parses the text of a query parameter.
-    pub fn parse_text(seconds: Option<&str>, limits: TtlPolicy) -> Result<Self, RequestError> {
-        let seconds = seconds
-            .map(|s| {
-                s.trim()
-                    .parse::<u64>()
-                    .map_err(|_| RequestError::TtlNotNumber(s.to_owned()))
-            })
-            .transpose()?;
-        Self::parse(seconds, limits)
+    /// Any number of seconds brought within `1..=max` (`None`: the default), and whether it had
+    /// to be: the REST API's compatible reading.
+    pub fn clamp(seconds: Option<i64>, limits: TtlPolicy) -> (Self, bool) {
+        let Some(seconds) = seconds else {
+            return (Self(limits.default), false);
+        };
+        let max = i64::try_from(limits.max.as_secs()).unwrap_or(i64::MAX);
+        let within = seconds.clamp(1, max.max(1));
+        (
+            Self(Duration::from_secs(within.unsigned_abs())),
+            within != seconds,
+        )
     }
 
     pub fn as_duration(self) -> Duration {

@@ -20,10 +20,28 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
+    configs: Family<ApiLabel, Counter>,
     issued: Family<IssuedLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     rejected: Family<RejectedLabels, Counter>,
+    lenient: Family<LenientLabels, Counter>,
     configs_loaded: Gauge,
+    sources_up: Family<SourceLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LenientLabels {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabel {
+    api: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,7 +52,7 @@ struct IssuedLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
-    result: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,16 +64,23 @@ struct RejectedLabels {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("iceconfig");
-        let issued = Family::default();
+        svc_common::metrics::register_build_info(&mut registry);
+        let configs = Family::default();
         registry.register(
             "ice_configs_issued",
-            "ICE configurations issued, by API and by the auth type of their credentials",
+            "ICE configurations (answers) issued, by API",
+            configs.clone(),
+        );
+        let issued = Family::default();
+        registry.register(
+            "ice_servers_issued",
+            "ICE servers (one per STUNner Gateway) in the configurations issued, by API and by the auth type of their credentials",
             issued.clone(),
         );
         let reloads = Family::default();
         registry.register(
             "config_reloads",
-            "STUNner config loads, by result (a failure keeps the last good config)",
+            "STUNner config loads, by outcome (a failure keeps the last good config)",
             reloads.clone(),
         );
         let rejected = Family::default();
@@ -64,39 +89,58 @@ impl Default for Metrics {
             "Requests refused, by API and reason",
             rejected.clone(),
         );
+        let lenient = Family::default();
+        registry.register(
+            "lenient_requests",
+            "REST requests answered although the gRPC API would refuse them, by what was accepted",
+            lenient.clone(),
+        );
         let configs_loaded = Gauge::default();
         registry.register(
             "configs_loaded",
             "STUNner configs (Gateways) currently in force",
             configs_loaded.clone(),
         );
+        let sources_up = Family::default();
+        registry.register(
+            "config_source_up",
+            "Whether each config source can be read (1) or not (0): the file exists, the API server or the config discovery service answers",
+            sources_up.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
+                configs,
                 issued,
                 reloads,
                 rejected,
+                lenient,
                 configs_loaded,
+                sources_up,
             }),
         }
     }
 }
 
 impl Metrics {
-    /// One ICE server handed out through `api` ("grpc" or "rest"), with `auth` credentials.
-    pub fn issued(&self, api: &'static str, auth: AuthKind) {
-        let auth = auth.as_str();
-        self.inner
-            .issued
-            .get_or_create(&IssuedLabels { api, auth })
-            .inc();
+    /// One configuration handed out through `api` ("grpc" or "rest"), holding ICE servers
+    /// with credentials of these auth types.
+    pub fn issued(&self, api: &'static str, servers: impl IntoIterator<Item = AuthKind>) {
+        self.inner.configs.get_or_create(&ApiLabel { api }).inc();
+        for auth in servers {
+            let auth = auth.as_str();
+            self.inner
+                .issued
+                .get_or_create(&IssuedLabels { api, auth })
+                .inc();
+        }
     }
 
     pub fn config_reload(&self, success: bool) {
-        let result = if success { "success" } else { "failure" };
+        let outcome = if success { "success" } else { "failure" };
         self.inner
             .reloads
-            .get_or_create(&ReloadLabels { result })
+            .get_or_create(&ReloadLabels { outcome })
             .inc();
     }
 
@@ -105,6 +149,23 @@ impl Metrics {
             .rejected
             .get_or_create(&RejectedLabels { api, reason })
             .inc();
+    }
+
+    /// A REST request accepted for compatibility with stunner-auth-service.
+    pub fn lenient(&self, what: &'static str) {
+        self.inner
+            .lenient
+            .get_or_create(&LenientLabels { what })
+            .inc();
+    }
+
+    pub fn source_up(&self, source: &str, up: bool) {
+        self.inner
+            .sources_up
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     pub fn set_configs_loaded(&self, count: usize) {

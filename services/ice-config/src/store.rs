@@ -202,6 +202,12 @@ impl SourceSink {
         self.store.publish(&slots);
     }
 
+    /// Whether the source can be read at all (the file exists, the API server or the config
+    /// discovery service answers), apart from whether what it holds parses.
+    pub fn reachable(&self, up: bool) {
+        self.store.shared.metrics.source_up(&self.source, up);
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -45,8 +45,15 @@ pub struct Listener {
     pub name: String,
     pub protocol: Protocol,
     /// The address and port clients connect to; `None` when the config only has a
-    /// placeholder (e.g. `$STUNNER_ADDR`) or a wildcard, which must never be advertised.
+    /// placeholder (`$STUNNER_ADDR`, `__node_address_placeholder`) or a wildcard, which must
+    /// never be advertised.
     pub endpoint: Option<(String, u16)>,
+    /// The port clients connect to when a public address is given from outside the config
+    /// (`public-addr`, `STUNNER_PUBLIC_ADDR`): the public port, else the listening port.
+    pub public_port: u16,
+    /// What the config has instead of an address when `endpoint` is `None`, for the reason
+    /// the listener is skipped.
+    pub unadvertised: Option<String>,
 }
 
 /// The transport of a TURN listener.
@@ -265,13 +272,21 @@ impl Listener {
         }
     }
 
-    /// The TURN URI clients use for this listener, `None` if it has no advertisable endpoint.
-    pub fn turn_uri(&self) -> Option<String> {
-        let (host, port) = self.endpoint.as_ref()?;
+    /// The TURN URI clients use for this listener, with `public_addr` (already checked to be a
+    /// host) in place of the config's addresses when given; `None` if it has no advertisable
+    /// endpoint.
+    pub fn turn_uri(&self, public_addr: Option<&str>) -> Option<String> {
+        let (host, port) = match public_addr {
+            Some(host) => (host, self.public_port),
+            None => self
+                .endpoint
+                .as_ref()
+                .map(|(host, port)| (host.as_str(), *port))?,
+        };
         let host = if host.parse::<Ipv6Addr>().is_ok() {
             format!("[{host}]")
         } else {
-            host.clone()
+            host.to_owned()
         };
         let (scheme, transport) = match self.protocol {
             Protocol::Udp => ("turn", "udp"),
@@ -308,11 +323,18 @@ impl TryFrom<RawListener> for Listener {
         };
         let public_port = port(raw.public_port)?;
         let listen_port = port(raw.port)?.unwrap_or(DEFAULT_PORT);
+        let given = [&raw.public_address, &raw.address]
+            .into_iter()
+            .flatten()
+            .map(|address| address.trim())
+            .find(|address| !address.is_empty())
+            .map(str::to_owned);
         let endpoint = match (advertisable(raw.public_address), advertisable(raw.address)) {
             (Some(host), _) => Some((host, public_port.unwrap_or(listen_port))),
             (None, Some(host)) => Some((host, listen_port)),
             (None, None) => None,
         };
+        let unadvertised = endpoint.is_none().then(|| given.unwrap_or_default());
         if let Some((host, _)) = &endpoint
             && !is_host(host)
         {
@@ -325,12 +347,14 @@ impl TryFrom<RawListener> for Listener {
             name,
             protocol,
             endpoint,
+            public_port: public_port.unwrap_or(listen_port),
+            unadvertised,
         })
     }
 }
 
 /// An IP address or a DNS name: what may stand between `turn:` and the port.
-fn is_host(host: &str) -> bool {
+pub fn is_host(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
         || (host.len() <= 253
             && host.split('.').all(|label| {
@@ -342,12 +366,21 @@ fn is_host(host: &str) -> bool {
             }))
 }
 
-/// An address clients can actually reach: not empty, not a `$PLACEHOLDER` that the dataplane
-/// substitutes at runtime, not a wildcard.
+/// An address clients can actually reach: not empty, not a wildcard, not a placeholder that
+/// something else substitutes later: `$STUNNER_ADDR` (stunnerd expands it from its own
+/// environment) or `__node_address_placeholder` (STUNNER's config discovery patches in the
+/// address of the node a dataplane pod runs on).
 fn advertisable(address: Option<String>) -> Option<String> {
     let address = address?.trim().to_owned();
     let wildcard = matches!(address.as_str(), "0.0.0.0" | "::" | "[::]");
-    (!address.is_empty() && !address.starts_with('$') && !wildcard).then_some(address)
+    let placeholder = address.starts_with('$') || is_node_placeholder(&address);
+    (!address.is_empty() && !placeholder && !wildcard).then_some(address)
+}
+
+/// STUNner's node address placeholder (`__node_address_placeholder` in its API), in any
+/// spelling of the same `__…placeholder` form.
+fn is_node_placeholder(address: &str) -> bool {
+    address.starts_with("__") && address.to_ascii_lowercase().ends_with("placeholder")
 }
 
 // === impl Protocol ===

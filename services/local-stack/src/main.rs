@@ -57,9 +57,12 @@ async fn main() -> anyhow::Result<()> {
             paths: vec![config],
             poll_interval: Duration::from_millis(250),
         },
-        ttl: ice_config::ice::TtlPolicy {
-            default: *args.default_ttl,
-            ..Default::default()
+        issuing: ice_config::ice::Issuing {
+            ttl: ice_config::ice::TtlPolicy {
+                default: *args.default_ttl,
+                ..Default::default()
+            },
+            public_addr: None,
         },
         runtime: runtime.clone(),
     })
@@ -87,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         static_dir: args.static_dir,
         origins: Vec::new(),
         relay_only: true,
+        gateways: Default::default(),
         limits: Default::default(),
         session_queue: gateway::app::SESSION_QUEUE,
         tls: None,

@@ -22,7 +22,7 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    registrations: Family<ResultLabel, Counter>,
+    registrations: Family<OutcomeLabel, Counter>,
     calls: Family<OutcomeLabel, Counter>,
     setup: Histogram,
     names: Gauge,
@@ -30,11 +30,6 @@ struct Inner {
     active_calls: Gauge,
     store_seconds: Family<StoreLabel, Histogram>,
     store_errors: Family<StoreLabel, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,10 +45,11 @@ struct OutcomeLabel {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("signaling");
+        svc_common::metrics::register_build_info(&mut registry);
         let registrations = Family::default();
         registry.register(
             "registrations",
-            "Registrations, by result (accepted or the refusal reason)",
+            "Registrations, by outcome (accepted or the refusal reason)",
             registrations.clone(),
         );
         let calls = Family::default();
@@ -154,10 +150,10 @@ impl Metrics {
         }
     }
 
-    fn registration(&self, result: &'static str) {
+    fn registration(&self, outcome: &'static str) {
         self.inner
             .registrations
-            .get_or_create(&ResultLabel { result })
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 

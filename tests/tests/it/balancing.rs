@@ -12,7 +12,7 @@ use testkit::{
     stack::{Launch, static_config},
 };
 
-const ISSUED: &str = "iceconfig_ice_configs_issued_total{api=\"grpc\",auth=\"static\"}";
+const ISSUED: &str = "iceconfig_ice_configs_issued_total{api=\"grpc\"}";
 
 async fn issued(service: &Service) -> f64 {
     let body = reqwest::get(service.url("http", "/metrics"))

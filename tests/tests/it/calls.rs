@@ -703,3 +703,63 @@ async fn next_candidate(browser: &mut Browser) -> Value {
         }
     }
 }
+
+/// As the tutorial's server with STUNNER_NAMESPACE / STUNNER_GATEWAY / STUNNER_LISTENER: browsers
+/// get only the chosen Gateway of the several ice-config knows.
+#[tokio::test]
+async fn the_gateway_hands_out_only_its_stunner_gateway() {
+    let two = r#"{"version":"v1","items":[
+     {"version":"v1","admin":{"name":"stunner/udp-gateway"},"auth":{"type":"static","credentials":{"username":"u","password":"p"}},
+      "listeners":[{"name":"stunner/udp-gateway/udp-listener","protocol":"TURN-UDP","public_address":"198.51.100.1","public_port":3478}]},
+     {"version":"v1","admin":{"name":"other/tcp-gateway"},"auth":{"type":"static","credentials":{"username":"u","password":"p"}},
+      "listeners":[{"name":"other/tcp-gateway/tcp-listener","protocol":"TURN-TCP","public_address":"198.51.100.2","public_port":443},
+                   {"name":"other/tcp-gateway/spare","protocol":"TURN-TCP","public_address":"198.51.100.3","public_port":443}]}]}"#;
+    let urls = |reply: &Value| -> Vec<String> {
+        reply["iceConfiguration"]["iceServers"]
+            .as_array()
+            .expect("iceServers")
+            .iter()
+            .flat_map(|s| s["urls"].as_array().cloned().unwrap_or_default())
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect()
+    };
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Env, &[&str]); 3] = [
+        (
+            &[],
+            &[
+                "turn:198.51.100.1:3478?transport=udp",
+                "turn:198.51.100.2:443?transport=tcp",
+                "turn:198.51.100.3:443?transport=tcp",
+            ],
+        ),
+        (
+            &[("STUNNER_NAMESPACE", "other")],
+            &[
+                "turn:198.51.100.2:443?transport=tcp",
+                "turn:198.51.100.3:443?transport=tcp",
+            ],
+        ),
+        (
+            &[
+                ("STUNNER_NAMESPACE", "other"),
+                ("STUNNER_GATEWAY", "tcp-gateway"),
+                ("STUNNER_LISTENER", "tcp-listener"),
+            ],
+            &["turn:198.51.100.2:443?transport=tcp"],
+        ),
+    ];
+    for (env, expected) in cases {
+        let stack = Stack::start(
+            two,
+            Flags {
+                env,
+                ..Default::default()
+            },
+        )
+        .await;
+        let mut alice = stack.browser().await;
+        let reply = alice.register_ok("alice").await;
+        assert_eq!(urls(&reply), expected, "{env:?}");
+    }
+}

@@ -16,6 +16,7 @@ async fn traced_stack(collector: &Receiver) -> Stack {
     let endpoint = collector.endpoint();
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         // Export quickly rather than every 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
@@ -353,11 +354,11 @@ async fn metrics_follow_calls_and_failures() {
         Some(1.0)
     );
     assert_eq!(
-        value("signaling_registrations_total{result=\"accepted\"}"),
+        value("signaling_registrations_total{outcome=\"accepted\"}"),
         Some(3.0)
     );
     assert_eq!(
-        value("signaling_registrations_total{result=\"name_taken\"}"),
+        value("signaling_registrations_total{outcome=\"name_taken\"}"),
         Some(1.0)
     );
     assert_eq!(value("signaling_call_setup_seconds_count"), Some(1.0));
@@ -368,21 +369,41 @@ async fn metrics_follow_calls_and_failures() {
     let value = |sample: &str| metric(&body, sample);
     assert_eq!(value("gateway_sessions"), Some(4.0), "{body}");
     assert_eq!(
-        value("gateway_registrations_total{reason=\"accepted\"}"),
+        value("gateway_registrations_total{outcome=\"accepted\"}"),
         Some(3.0)
     );
     assert_eq!(
-        value("gateway_registrations_total{reason=\"already_registered\"}"),
+        value("gateway_registrations_total{outcome=\"already_registered\"}"),
         Some(1.0)
     );
     assert_eq!(
-        value("gateway_registrations_total{reason=\"name_taken\"}"),
+        value("gateway_registrations_total{outcome=\"name_taken\"}"),
         Some(1.0)
     );
     assert_eq!(
         value("gateway_rejected_messages_total{reason=\"invalid_json\"}"),
         Some(1.0)
     );
+
+    // Every service says which build it is and what its process uses.
+    let version = env!("CARGO_PKG_VERSION");
+    for (service, body) in [
+        ("signaling", signaling().await),
+        ("gateway", gateway().await),
+    ] {
+        let info = format!("{service}_build_info{{version=\"{version}\"}}");
+        assert_eq!(metric(&body, &info), Some(1.0), "{body}");
+        assert!(metric(&body, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+    }
+    let body = signaling().await;
+    let attach = "rpc_server_duration_seconds_count{rpc_service=\"signaling.v1.SignalingService\",rpc_method=\"Attach\"";
+    assert!(
+        !body.contains(attach),
+        "the gateway's stream is still open: {body}"
+    );
+    let body = gateway().await;
+    let upgrades = "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/one2one\",http_response_status_code=\"101\"}";
+    assert_eq!(metric(&body, upgrades), Some(4.0), "{body}");
 
     // Hanging up ends the active call.
     alice.send(json!({"id": "stop"})).await;
@@ -407,6 +428,7 @@ async fn log_lines_inside_a_span_carry_its_trace_id() {
     for json in [false, true] {
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("RUST_LOG", "ice_config=debug,info"),
         ];
@@ -448,6 +470,18 @@ async fn log_lines_inside_a_span_carry_its_trace_id() {
             assert_eq!(line["trace_id"], span.trace_id.as_str(), "{line}");
             assert_eq!(line["fields"]["message"], "ICE config issued");
             assert_eq!(line["level"], "DEBUG");
+            let timestamp = line["timestamp"].as_str().expect("a timestamp");
+            // RFC 3339 in UTC: 2026-11-29T18:26:37.123456Z
+            let bytes = timestamp.as_bytes();
+            assert!(
+                bytes.len() == 27
+                    && [4, 7].iter().all(|&i| bytes[i] == b'-')
+                    && bytes[10] == b'T'
+                    && [13, 16].iter().all(|&i| bytes[i] == b':')
+                    && bytes[19] == b'.'
+                    && timestamp.ends_with('Z'),
+                "RFC 3339: {timestamp}"
+            );
         } else {
             assert!(
                 line.starts_with(&format!("trace_id={} ", span.trace_id)),
@@ -455,4 +489,124 @@ async fn log_lines_inside_a_span_carry_its_trace_id() {
             );
         }
     }
+}
+
+/// ice-config with its spans going to `endpoint` (and whatever else `env` says), and a request
+/// for `user` once it is up.
+async fn ice_config_traced(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+    user: &str,
+) -> testkit::Service {
+    use stunner_proto::iceconfig::v1::{
+        GetIceConfigRequest, ice_config_service_client::IceConfigServiceClient,
+    };
+    let service = testkit::stack::Launch::ice_config(config)
+        .env(
+            env.iter()
+                .copied()
+                .chain([("OTEL_BSP_SCHEDULE_DELAY", "100")]),
+        )
+        .start()
+        .await;
+    let mut client = IceConfigServiceClient::connect(service.url("grpc", ""))
+        .await
+        .expect("connect");
+    client
+        .get_ice_config(GetIceConfigRequest {
+            user_id: user.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("answer");
+    service
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` is honoured, with the specification's default
+/// (`http/protobuf`) when unset; `OTEL_SDK_DISABLED=true` exports nothing.
+#[tokio::test]
+async fn the_otlp_protocol_and_sdk_switch_are_honoured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("stunnerd.conf");
+    std::fs::write(&config, static_config(3478)).expect("write");
+    let http = Receiver::start_http().await;
+    let grpc = Receiver::start().await;
+    let (http_endpoint, grpc_endpoint) = (http.endpoint(), grpc.endpoint());
+    let span_of = |collector: &Receiver, user: &str| {
+        collector
+            .spans()
+            .into_iter()
+            .find(|s| s.service == "ice-config" && s.attribute("enduser.id") == Some(user))
+    };
+
+    // Unset: HTTP/protobuf, to `<endpoint>/v1/traces`.
+    let _default = ice_config_traced(
+        &config,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &http_endpoint)],
+        "by-default",
+    )
+    .await;
+    testkit::eventually(EXPORT, "a span over HTTP/protobuf", || async {
+        span_of(&http, "by-default")
+    })
+    .await;
+    let _explicit = ice_config_traced(
+        &config,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &http_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+        "http-protobuf",
+    )
+    .await;
+    testkit::eventually(EXPORT, "a span over explicit HTTP/protobuf", || async {
+        span_of(&http, "http-protobuf")
+    })
+    .await;
+
+    // Disabled: nothing, while a twin exporting to the same collector gets through.
+    let grpc_env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    let mut disabled_env = grpc_env.to_vec();
+    disabled_env.push(("OTEL_SDK_DISABLED", "true"));
+    let _disabled = ice_config_traced(&config, &disabled_env, "disabled").await;
+    let _enabled = ice_config_traced(&config, &grpc_env, "enabled").await;
+    testkit::eventually(EXPORT, "the twin's span over gRPC", || async {
+        span_of(&grpc, "enabled")
+    })
+    .await;
+    assert!(span_of(&grpc, "disabled").is_none());
+    assert!(
+        grpc.spans()
+            .iter()
+            .all(|s| s.attribute("enduser.id") != Some("disabled"))
+    );
+}
+
+/// A collector that is not there is said so in the log (once, not once per batch).
+#[tokio::test]
+async fn failing_exports_are_logged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("stunnerd.conf");
+    std::fs::write(&config, static_config(3478)).expect("write");
+    // A port nothing listens on.
+    let nowhere = format!("http://127.0.0.1:{}", testkit::free_port());
+    let service = ice_config_traced(
+        &config,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &nowhere)],
+        "lost",
+    )
+    .await;
+    let complaint = "OpenTelemetry spans could not be exported";
+    testkit::eventually(EXPORT, "the failed export in the log", || async {
+        service
+            .logs()
+            .lines()
+            .into_iter()
+            .any(|l| l.contains(complaint))
+            .then_some(())
+    })
+    .await;
 }

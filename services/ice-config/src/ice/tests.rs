@@ -41,6 +41,7 @@ fn request(user: &str, filter: Filter) -> IceRequest {
         ttl: Ttl::parse(Some(600), LIMITS).expect("valid ttl"),
         policy: IceTransportPolicy::Relay,
         filter,
+        public_addr: None,
     }
 }
 
@@ -231,11 +232,11 @@ fn request_values_are_validated() {
 
     assert_eq!(Ttl::parse(None, LIMITS), Ok(Ttl(LIMITS.default)));
     assert_eq!(
-        Ttl::parse_text(Some("60"), LIMITS),
+        Ttl::parse(Some(60), LIMITS),
         Ok(Ttl(Duration::from_secs(60)))
     );
     assert_eq!(
-        Ttl::parse_text(Some("0"), LIMITS),
+        Ttl::parse(Some(0), LIMITS),
         Err(RequestError::TtlOutOfRange {
             got: 0,
             max: 604_800
@@ -248,13 +249,24 @@ fn request_values_are_validated() {
             max: 604_800
         })
     );
+    // The REST API's compatible reading: brought within the limits, and said so.
+    let clamp = |s| Ttl::clamp(s, LIMITS);
+    assert_eq!(clamp(None), (Ttl(LIMITS.default), false));
+    assert_eq!(clamp(Some(60)), (Ttl(Duration::from_secs(60)), false));
+    for low in [0, -1, i64::MIN] {
+        assert_eq!(clamp(Some(low)), (Ttl(Duration::from_secs(1)), true));
+    }
+    for high in [604_801, i64::MAX] {
+        assert_eq!(clamp(Some(high)), (Ttl(LIMITS.max), true));
+    }
+
     assert_eq!(
-        Ttl::parse_text(Some("-1"), LIMITS),
-        Err(RequestError::TtlNotNumber("-1".into()))
+        UserId::parse_allowing_colons("urn:user:7").map(|u| u.as_str().to_owned()),
+        Ok("urn:user:7".into())
     );
     assert_eq!(
-        Ttl::parse_text(Some("1h"), LIMITS),
-        Err(RequestError::TtlNotNumber("1h".into()))
+        UserId::parse_allowing_colons("a:\u{7}"),
+        Err(RequestError::UserBadChar)
     );
 
     assert_eq!("relay".parse(), Ok(IceTransportPolicy::Relay));
@@ -280,4 +292,80 @@ fn debug_output_hides_credentials() {
             assert!(!shown.contains(&c.credential), "{shown}");
         }
     }
+}
+
+/// STUNner's placeholders never reach a browser: the listener is skipped, and said why, unless
+/// a public address is given from outside the config (`public-addr`, `STUNNER_PUBLIC_ADDR`),
+/// which then replaces every listener's address and keeps its public port.
+#[test]
+fn placeholders_are_skipped_unless_a_public_address_is_given() {
+    let config = parse(
+        r#"{"version":"v1","admin":{"name":"ns/gw"},"auth":{"type":"none"},"listeners":[
+        {"name":"ns/gw/node","protocol":"TURN-UDP","address":"__node_address_placeholder","port":3478,"public_port":30478},
+        {"name":"ns/gw/pod","protocol":"TURN-TCP","address":"$STUNNER_ADDR","port":3479},
+        {"name":"ns/gw/lb","protocol":"TURN-UDP","public_address":"198.51.100.9","public_port":3480}]}"#,
+    )
+    .expect("valid");
+    let set = ConfigSet::new(vec![config]);
+    let urls = |public_addr: Option<&str>| {
+        let mut request = request("bob", Filter::default());
+        request.public_addr = public_addr.map(|a| PublicAddr::parse(a).expect("a host"));
+        build(&set, &request, SystemTime::now())
+            .map(|c| c.ice_servers[0].urls.clone())
+            .expect("one server")
+    };
+    assert_eq!(urls(None), ["turn:198.51.100.9:3480?transport=udp"]);
+    assert_eq!(
+        urls(Some("203.0.113.5")),
+        [
+            "turn:203.0.113.5:30478?transport=udp",
+            "turn:203.0.113.5:3480?transport=udp",
+            "turn:203.0.113.5:3479?transport=tcp",
+        ],
+        "UDP before TCP, each as listed"
+    );
+    assert_eq!(
+        urls(Some("[2001:db8::5]")),
+        [
+            "turn:[2001:db8::5]:30478?transport=udp",
+            "turn:[2001:db8::5]:3480?transport=udp",
+            "turn:[2001:db8::5]:3479?transport=tcp",
+        ]
+    );
+    let skipped = unadvertised(&set, None);
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0].contains("ns/gw/node") && skipped[0].contains("__node_address_placeholder"));
+    assert!(skipped[1].contains("$STUNNER_ADDR"));
+    let given = PublicAddr::parse("203.0.113.5").expect("a host");
+    assert!(unadvertised(&set, Some(&given)).is_empty());
+    for bad in ["", "a b", "turn:x", "x/y"] {
+        assert_eq!(
+            PublicAddr::parse(bad),
+            Err(RequestError::BadPublicAddr(bad.into()))
+        );
+    }
+}
+
+/// URIs come UDP, TCP, TLS, DTLS, whatever order the config lists its listeners in.
+#[test]
+fn uris_come_in_protocol_order() {
+    let config = parse(
+        r#"{"version":"v1","auth":{"type":"none"},"listeners":[
+        {"name":"d","protocol":"TURN-DTLS","public_address":"192.0.2.1","port":4},
+        {"name":"c","protocol":"TURN-TLS","public_address":"192.0.2.1","port":3},
+        {"name":"b","protocol":"TURN-TCP","public_address":"192.0.2.1","port":2},
+        {"name":"a","protocol":"TURN-UDP","public_address":"192.0.2.1","port":1}]}"#,
+    )
+    .expect("valid");
+    let set = ConfigSet::new(vec![config]);
+    let built = build(&set, &request("bob", Filter::default()), SystemTime::now()).expect("built");
+    assert_eq!(
+        built.ice_servers[0].urls,
+        [
+            "turn:192.0.2.1:1?transport=udp",
+            "turn:192.0.2.1:2?transport=tcp",
+            "turns:192.0.2.1:3?transport=tcp",
+            "turns:192.0.2.1:4?transport=udp",
+        ]
+    );
 }

@@ -145,6 +145,7 @@ impl CdsSource {
                 SessionEnd::Failed(problem) => problem,
             };
             tracing::warn!(source = self.sink.source(), %problem, retry_in = ?delay, "config discovery unavailable");
+            self.sink.reachable(false);
             self.sink.failed(problem.to_string());
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -163,6 +164,7 @@ impl CdsSource {
             Ok(listing) => objects.replace(listing),
             Err(problem) => return SessionEnd::Failed(problem),
         }
+        self.sink.reachable(true);
         objects.publish(&self.sink);
         match self.watch(objects, shutdown).await {
             Ok(()) => SessionEnd::Stopped,

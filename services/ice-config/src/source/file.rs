@@ -49,6 +49,7 @@ impl FileSource {
         if self.last.as_ref() == Some(&read) {
             return;
         }
+        self.sink.reachable(read.is_ok());
         match &read {
             Ok(bytes) => self.load(bytes.clone()).await,
             Err(error) => {

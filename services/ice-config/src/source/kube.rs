@@ -82,6 +82,7 @@ impl KubeSource {
                 None => return,
                 Some(Err(error)) => {
                     tracing::warn!(source = self.sink.source(), %error, "Kubernetes API watch failed; retrying");
+                    self.sink.reachable(false);
                     self.sink.failed(format!("Kubernetes API: {error}"));
                 }
                 Some(Ok(Event::Init)) => listing = Some(Vec::new()),
@@ -92,6 +93,7 @@ impl KubeSource {
                         .push((key(&map), parsed));
                 }
                 Some(Ok(Event::InitDone)) => {
+                    self.sink.reachable(true);
                     objects.replace(listing.take().unwrap_or_default());
                     objects.publish(&self.sink);
                 }

@@ -60,7 +60,7 @@ fn legacy_tutorial_config() {
     let uris: Vec<_> = config
         .listeners
         .iter()
-        .filter_map(Listener::turn_uri)
+        .filter_map(|l| l.turn_uri(None))
         .collect();
     assert_eq!(
         uris,
@@ -103,7 +103,7 @@ fn yaml_with_mixed_case_keys_and_every_protocol() {
     let uris: Vec<_> = config
         .listeners
         .iter()
-        .filter_map(Listener::turn_uri)
+        .filter_map(|l| l.turn_uri(None))
         .collect();
     assert_eq!(
         uris,

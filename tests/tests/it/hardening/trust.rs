@@ -102,6 +102,71 @@ async fn grpc_ports_refuse_callers_without_the_shared_token() {
     assert_eq!(status, 200);
 }
 
+/// Applications calling ice-config directly get tokens of their own (CLIENT_TOKENS, from a
+/// Secret), accepted on gRPC beside the gateways' shared token and then required on REST too.
+#[tokio::test]
+async fn applications_call_ice_config_with_their_own_tokens() {
+    let stack = Stack::start(
+        &static_config(3478),
+        Flags {
+            env: &[("GRPC_TOKEN", TOKEN)],
+            ice_config: &["--client-tokens", "app-1,app-2"],
+            ..Default::default()
+        },
+    )
+    .await;
+    // The gateways' token still works.
+    let (_alice, _bob) = in_call(&stack, "alice", "bob").await;
+
+    let ice_config = connect(stack.ice_config.addr("grpc")).await;
+    for (authorization, code) in [
+        (Some("Bearer app-1"), Code::Ok),
+        (Some("Bearer app-2"), Code::Ok),
+        (Some("Bearer app-3"), Code::Unauthenticated),
+        (None, Code::Unauthenticated),
+    ] {
+        let issued = IceConfigServiceClient::new(ice_config.clone())
+            .get_ice_config(with_authorization(
+                GetIceConfigRequest {
+                    user_id: "app-user".into(),
+                    ..Default::default()
+                },
+                authorization,
+            ))
+            .await;
+        assert_eq!(
+            issued.err().map_or(Code::Ok, |status| status.code()),
+            code,
+            "{authorization:?}"
+        );
+    }
+    let http = reqwest::Client::new();
+    let url = stack
+        .ice_config
+        .url("http", "/ice?service=turn&username=app-user");
+    for (authorization, status) in [
+        (Some("Bearer app-2"), 200),
+        (Some("Bearer wrong"), 401),
+        (None, 401),
+    ] {
+        let mut request = http.get(&url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.expect("an answer");
+        assert_eq!(response.status().as_u16(), status, "{authorization:?}");
+        if status == 401 {
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok()),
+                Some(r#"Bearer realm="ice-config""#)
+            );
+        }
+    }
+}
+
 /// Finding 5: a fake gateway registered 20,001 names and never read its stream; signaling grew
 /// by 381 MiB. Its stream's backlog is bounded in bytes: the stream is cut instead.
 #[tokio::test]

@@ -6,7 +6,13 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-pub const OVERLAYS: &[&str] = &["minimal", "production", "observability", "legacy-configmap"];
+pub const OVERLAYS: &[&str] = &[
+    "minimal",
+    "production",
+    "observability",
+    "legacy-configmap",
+    "public-ice-config",
+];
 /// Our services, in the order they are started.
 pub const SERVICES: &[&str] = &["ice-config", "signaling", "gateway"];
 /// Kinds that are custom resources, which kubernetes-validate has no schema for.
@@ -80,6 +86,15 @@ pub fn env_value<'a>(container: &'a Value, key: &str) -> Option<&'a str> {
         .iter()
         .find(|e| e["name"].as_str() == Some(key))?["value"]
         .as_str()
+}
+
+/// The Secret (name, key) an env value of a container comes from.
+pub fn env_value_from<'a>(container: &'a Value, key: &str) -> Option<(&'a str, &'a str)> {
+    let secret = &container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(key))?["valueFrom"]["secretKeyRef"];
+    Some((secret["name"].as_str()?, secret["key"].as_str()?))
 }
 
 /// `10s`, `1m`: the durations the manifests give the services.

@@ -364,3 +364,146 @@ fn the_binaries_need_only_what_the_runtime_image_has() {
         }
     }
 }
+
+/// The public Ingress routes the page, its assets and the WebSocket, nothing else: the gateway's
+/// `/metrics` and probes stay inside. ice-config is exposed only by the opt-in component, and
+/// then only its API, with tokens of its own.
+#[test]
+fn the_public_ingress_routes_only_the_page_and_the_websocket() {
+    let allowed = [
+        ("/one2one", "Exact"),
+        ("/", "Exact"),
+        ("/index.html", "Exact"),
+        ("/favicon.ico", "Exact"),
+        ("/css", "Prefix"),
+        ("/js", "Prefix"),
+    ];
+    for overlay in OVERLAYS {
+        let objects = objects(overlay);
+        for ingress in of_kind(&objects, "Ingress") {
+            let paths: Vec<(&str, &str, &str)> = ingress["spec"]["rules"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .flat_map(|rule| rule["http"]["paths"].as_sequence().into_iter().flatten())
+                .map(|path| {
+                    (
+                        path["path"].as_str().unwrap_or_default(),
+                        path["pathType"].as_str().unwrap_or_default(),
+                        path["backend"]["service"]["name"]
+                            .as_str()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            match name(ingress) {
+                "gateway" => {
+                    for (path, kind, service) in &paths {
+                        assert!(
+                            allowed.contains(&(*path, *kind)) && *service == "gateway",
+                            "{overlay}: the public Ingress routes {kind} {path} to {service}"
+                        );
+                    }
+                    assert!(paths.iter().any(|p| p.0 == "/one2one"), "{overlay}");
+                }
+                "ice-config-grpc" => {
+                    assert_eq!(
+                        *overlay, "public-ice-config",
+                        "ice-config exposed in {overlay}"
+                    );
+                    assert_eq!(
+                        paths,
+                        [("/iceconfig.v1.IceConfigService/", "Prefix", "ice-config")],
+                        "only the API, not health or reflection"
+                    );
+                    let tokens = env_value_from(
+                        container(deployment(&objects, "ice-config")),
+                        "CLIENT_TOKENS",
+                    );
+                    assert_eq!(tokens, Some(("ice-config-clients", "tokens")), "{overlay}");
+                }
+                other => panic!("{overlay}: unexpected Ingress {other}"),
+            }
+        }
+    }
+}
+
+/// Objects of cluster-scoped kinds carry no namespace (kustomize stamps one on kinds it does not
+/// know, such as STUNner's GatewayClass, when a kustomization sets `namespace:`).
+#[test]
+fn no_cluster_scoped_object_has_a_namespace() {
+    let cluster_scoped = [
+        "Namespace",
+        "GatewayClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "IngressClass",
+        "PriorityClass",
+        "StorageClass",
+        "PersistentVolume",
+    ];
+    for overlay in OVERLAYS {
+        for object in objects(overlay) {
+            let namespace = &object["metadata"]["namespace"];
+            if cluster_scoped.contains(&kind(&object)) {
+                assert!(
+                    namespace.is_null(),
+                    "{overlay}: {} {} has namespace {namespace:?}",
+                    kind(&object),
+                    name(&object)
+                );
+            } else {
+                assert!(
+                    namespace.as_str().is_some_and(|ns| !ns.is_empty()),
+                    "{overlay}: {} {} has no namespace",
+                    kind(&object),
+                    name(&object)
+                );
+            }
+        }
+    }
+}
+
+/// Every port of signaling and ice-config names who may come: nothing there is open to every
+/// pod; metrics ports to Prometheus.
+#[test]
+fn no_internal_port_is_open_to_everyone() {
+    for overlay in OVERLAYS {
+        let objects = objects(overlay);
+        for service in ["signaling", "ice-config"] {
+            let rules: Vec<&serde_yaml::Value> = of_kind(&objects, "NetworkPolicy")
+                .filter(|p| {
+                    p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                        == Some(service)
+                })
+                .flat_map(|p| p["spec"]["ingress"].as_sequence().into_iter().flatten())
+                .collect();
+            assert!(!rules.is_empty(), "{overlay}: {service} has no policy");
+            for rule in &rules {
+                assert!(
+                    rule["from"]
+                        .as_sequence()
+                        .is_some_and(|from| !from.is_empty()),
+                    "{overlay}: a rule of {service} lets every pod in: {rule:?}"
+                );
+            }
+            let prometheus = rules.iter().any(|rule| {
+                rule["from"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .any(|peer| {
+                        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                            == Some("prometheus")
+                    })
+                    && rule["ports"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["port"].as_str() == Some("http"))
+            });
+            assert!(prometheus, "{overlay}: Prometheus cannot scrape {service}");
+        }
+    }
+}

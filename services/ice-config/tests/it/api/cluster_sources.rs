@@ -63,6 +63,49 @@ async fn follows_the_config_discovery_service() {
     .await;
 }
 
+/// A NodePort Gateway as the operator renders it: the listener's only address is STUNner's node
+/// address placeholder. Never advertised: skipped with a reason in `/readyz` until a public
+/// address is given (STUNNER_PUBLIC_ADDR here, `public-addr` per request).
+#[tokio::test]
+async fn the_node_address_placeholder_is_never_advertised() {
+    let cds = FakeCds::start().await;
+    let mut node_port = gateway_config("stunner/node-gateway", "");
+    node_port["listeners"][0]["address"] = json!("__node_address_placeholder");
+    node_port["listeners"][0]["public_port"] = json!(31478);
+    cds.put(node_port);
+    cds.put(gateway_config("stunner/udp-gateway", "198.51.100.1"));
+    let args = ["--config-source", "cds", "--cds-url", &cds.url()];
+    let service = ice_config(&args, &[]).await;
+    until_ice(&service, "the CDS configs to be served", |status, body| {
+        status == 200 && body.contains("198.51.100.1")
+    })
+    .await;
+    let (_, body) = ice(&service).await;
+    assert!(!body.contains("placeholder"), "{body}");
+    assert!(!body.contains("0.0.0.0"), "{body}");
+    let readyz = reqwest::get(service.url("http", "/readyz"))
+        .await
+        .expect("GET /readyz");
+    assert_eq!(readyz.status().as_u16(), 200, "the other Gateway is served");
+    let reasons = readyz.text().await.expect("body");
+    assert!(
+        reasons.contains("stunner/node-gateway/udp-listener")
+            && reasons.contains("__node_address_placeholder")
+            && reasons.contains("STUNNER_PUBLIC_ADDR"),
+        "{reasons}"
+    );
+
+    let service = ice_config(&args, &[("STUNNER_PUBLIC_ADDR", "203.0.113.9")]).await;
+    until_ice(
+        &service,
+        "the node's address to be served",
+        |status, body| status == 200 && body.contains("turn:203.0.113.9:31478?transport=udp"),
+    )
+    .await;
+    let (_, body) = ice(&service).await;
+    assert!(!body.contains("placeholder"), "{body}");
+}
+
 #[tokio::test]
 async fn a_cds_url_that_is_not_http_is_refused() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ice-config"))

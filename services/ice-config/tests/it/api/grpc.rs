@@ -130,11 +130,16 @@ async fn errors_have_deliberate_codes() {
     .await;
     let mut client = app.grpc().await;
     let cases = [
-        (request("a:b"), Code::InvalidArgument, "username"),
+        // Messages name the proto's fields.
+        (
+            request("a:b"),
+            Code::InvalidArgument,
+            "user_id: must not contain ':'",
+        ),
         (
             request(&"x".repeat(300)),
             Code::InvalidArgument,
-            "longer than 256",
+            "user_id: longer than 256",
         ),
         (
             GetIceConfigRequest {
@@ -142,7 +147,15 @@ async fn errors_have_deliberate_codes() {
                 ..request("a")
             },
             Code::InvalidArgument,
-            "between 1 and 3600",
+            "ttl_seconds: must be between 1 and 3600",
+        ),
+        (
+            GetIceConfigRequest {
+                public_addr: "not a host".into(),
+                ..request("a")
+            },
+            Code::InvalidArgument,
+            "public_addr: \"not a host\" is neither",
         ),
         (
             GetIceConfigRequest {
@@ -150,7 +163,7 @@ async fn errors_have_deliberate_codes() {
                 ..request("a")
             },
             Code::InvalidArgument,
-            "iceTransportPolicy",
+            "ice_transport_policy: \"9\" is not one of",
         ),
         (
             GetIceConfigRequest {

@@ -4,7 +4,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use super::helpers::{RELOAD, STATIC, TestApp, metric};
+use super::helpers::{EPHEMERAL, RELOAD, STATIC, TestApp, metric};
 
 const SERVICE: &str = "iceconfig.v1.IceConfigService";
 
@@ -32,14 +32,15 @@ async fn ready_once_the_config_loads() {
 
 #[tokio::test]
 async fn metrics_count_what_happens() {
-    let app = TestApp::start(Some(STATIC)).await;
-    app.wait_for_metric("iceconfig_configs_loaded", 1.0).await;
-    app.wait_for_metric("iceconfig_config_reloads_total{result=\"success\"}", 1.0)
+    // Two Gateways: each configuration carries two ICE servers.
+    let app = TestApp::start(Some(EPHEMERAL)).await;
+    app.wait_for_metric("iceconfig_configs_loaded", 2.0).await;
+    app.wait_for_metric("iceconfig_config_reloads_total{outcome=\"success\"}", 1.0)
         .await;
 
     app.get_json("/ice?service=turn").await;
     app.get_json("/ice?service=turn").await;
-    let _ = app.get("/ice?service=turn&ttl=0").await;
+    let _ = app.get("/ice?service=turn&ttl=abc").await;
     let _ = app
         .grpc()
         .await
@@ -50,16 +51,20 @@ async fn metrics_count_what_happens() {
     let (status, body) = app.get("/metrics").await;
     assert_eq!(status, 200);
     let value = |sample: &str| metric(&body, sample);
-    assert_eq!(
-        value("iceconfig_ice_configs_issued_total{api=\"rest\",auth=\"static\"}"),
-        Some(2.0),
-        "{body}"
-    );
-    assert_eq!(
-        value("iceconfig_ice_configs_issued_total{api=\"grpc\",auth=\"static\"}"),
-        Some(1.0),
-        "{body}"
-    );
+    for (sample, expected) in [
+        ("iceconfig_ice_configs_issued_total{api=\"rest\"}", 2.0),
+        ("iceconfig_ice_configs_issued_total{api=\"grpc\"}", 1.0),
+        (
+            "iceconfig_ice_servers_issued_total{api=\"rest\",auth=\"ephemeral\"}",
+            4.0,
+        ),
+        (
+            "iceconfig_ice_servers_issued_total{api=\"grpc\",auth=\"ephemeral\"}",
+            2.0,
+        ),
+    ] {
+        assert_eq!(value(sample), Some(expected), "{sample}: {body}");
+    }
     assert_eq!(
         value("iceconfig_rejected_requests_total{api=\"rest\",reason=\"invalid_argument\"}"),
         Some(1.0),
@@ -69,6 +74,42 @@ async fn metrics_count_what_happens() {
         body.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
     );
+    assert_eq!(body.matches("# EOF").count(), 1, "one exposition");
+
+    // What every service has: its build, its process, how long its servers take.
+    let version = env!("CARGO_PKG_VERSION");
+    for (sample, expected) in [
+        (format!("iceconfig_build_info{{version=\"{version}\"}}"), 1.0),
+        (
+            "rpc_server_duration_seconds_count{rpc_service=\"iceconfig.v1.IceConfigService\",rpc_method=\"GetIceConfig\",rpc_grpc_status_code=\"0\"}".into(),
+            1.0,
+        ),
+        (
+            "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/ice\",http_response_status_code=\"200\"}".into(),
+            2.0,
+        ),
+        (
+            "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/ice\",http_response_status_code=\"400\"}".into(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(value(&sample), Some(expected), "{sample}: {body}");
+    }
+    // CPU time is counted in hundredths of a second: a fresh process may not have one yet.
+    assert!(value("process_cpu_seconds_total").is_some_and(|v| v >= 0.0));
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(name).is_some_and(|v| v > 0.0), "{name}: {body}");
+    }
+    let source_up = body
+        .lines()
+        .find(|l| l.starts_with("iceconfig_config_source_up{source=\"file"))
+        .unwrap_or_else(|| panic!("the file source's state: {body}"));
+    assert!(source_up.ends_with(" 1"), "{source_up}");
 }
 
 #[tokio::test]

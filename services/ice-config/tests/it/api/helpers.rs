@@ -48,6 +48,16 @@ impl TestApp {
         Self::start_with(config, &[]).await
     }
 
+    /// Starts the service with `config` and these environment variables.
+    pub async fn start_env(config: Option<&str>, env: &[(&str, &str)]) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("stunnerd.conf");
+        if let Some(text) = config {
+            std::fs::write(&path, text).expect("write config");
+        }
+        Self::launch(dir, path, &[], env).await
+    }
+
     pub async fn start_with(config: Option<&str>, extra: &[&str]) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("stunnerd.conf");
@@ -59,6 +69,15 @@ impl TestApp {
 
     /// Starts the service on a config path prepared by the caller inside `dir`.
     pub async fn start_at(dir: TempDir, config: PathBuf, extra: &[&str]) -> TestApp {
+        Self::launch(dir, config, extra, &[]).await
+    }
+
+    async fn launch(
+        dir: TempDir,
+        config: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestApp {
         let path = config.to_str().expect("utf-8 path").to_owned();
         let mut args = vec![
             "--grpc-addr",
@@ -71,7 +90,7 @@ impl TestApp {
             "50ms",
         ];
         args.extend_from_slice(extra);
-        let service = Service::start(Path::new(env!("CARGO_BIN_EXE_ice-config")), &args, &[]).await;
+        let service = Service::start(Path::new(env!("CARGO_BIN_EXE_ice-config")), &args, env).await;
         TestApp {
             service,
             dir,

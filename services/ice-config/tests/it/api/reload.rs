@@ -78,7 +78,7 @@ fn write_configmap_version(root: &Path, version: &str, text: &str) {
 #[tokio::test]
 async fn a_broken_file_keeps_the_last_good_config() {
     let app = TestApp::start(Some(STATIC)).await;
-    app.wait_for_metric("iceconfig_config_reloads_total{result=\"success\"}", 1.0)
+    app.wait_for_metric("iceconfig_config_reloads_total{outcome=\"success\"}", 1.0)
         .await;
     let before = app.get_json("/ice?service=turn").await;
 
@@ -93,7 +93,7 @@ async fn a_broken_file_keeps_the_last_good_config() {
     {
         app.write_config(broken);
         app.wait_for_metric(
-            "iceconfig_config_reloads_total{result=\"failure\"}",
+            "iceconfig_config_reloads_total{outcome=\"failure\"}",
             (n + 1) as f64,
         )
         .await;
@@ -113,7 +113,7 @@ async fn a_broken_file_keeps_the_last_good_config() {
 
     // A deleted file too: the last good config stays, readiness says why.
     std::fs::remove_file(&app.config).expect("remove");
-    app.wait_for_metric("iceconfig_config_reloads_total{result=\"failure\"}", 5.0)
+    app.wait_for_metric("iceconfig_config_reloads_total{outcome=\"failure\"}", 5.0)
         .await;
     assert_eq!(app.get_json("/ice?service=turn").await, before);
     assert!(app.get("/readyz").await.1.contains("file not found"));
@@ -130,7 +130,7 @@ async fn a_broken_file_keeps_the_last_good_config() {
     assert_eq!(
         metric(
             &metrics,
-            "iceconfig_config_reloads_total{result=\"success\"}"
+            "iceconfig_config_reloads_total{outcome=\"success\"}"
         ),
         Some(2.0)
     );

@@ -1,0 +1,219 @@
+//! How long the servers take to answer: tower layers timing every gRPC call (by service,
+//! method and status) and every HTTP request (by method, route and status), from the request
+//! to the end of its response body (a stream's whole life), into [`crate::metrics`]' standard
+//! histograms.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{
+    extract::MatchedPath,
+    http::{Request, Response},
+};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::metrics::{Standard, standard};
+
+/// Times gRPC calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcMetrics;
+
+/// Times HTTP requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpMetrics;
+
+/// A service timed as `K` says (gRPC or HTTP).
+#[derive(Clone, Debug)]
+pub struct Timed<S, K> {
+    inner: S,
+    _kind: std::marker::PhantomData<K>,
+}
+
+impl<S> tower::Layer<S> for GrpcMetrics {
+    type Service = Timed<S, GrpcMetrics>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timed {
+            inner,
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for HttpMetrics {
+    type Service = Timed<S, HttpMetrics>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timed {
+            inner,
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+/// What a request is recorded under, known before it is handled.
+enum Call {
+    Grpc { service: String, method: String },
+    Http { method: String, route: String },
+}
+
+impl<S, B> tower::Service<Request<B>> for Timed<S, GrpcMetrics>
+where
+    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let (service, method) = request
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or(("unknown", "unknown"), |(s, m)| (s, m));
+        let call = Call::Grpc {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        };
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            // A refusal without a body carries its status in the headers (trailers-only).
+            let status = grpc_status(response.headers());
+            Ok(response
+                .map(|body| tonic::body::Body::new(TimedBody::new(body, call, started, status))))
+        })
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for Timed<S, HttpMetrics>
+where
+    S: tower::Service<Request<B>, Response = Response<axum::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<axum::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        // The route as declared (`/ice`), never the raw path: no unbounded label values.
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("other", MatchedPath::as_str)
+            .to_owned();
+        let call = Call::Http {
+            method: request.method().as_str().to_owned(),
+            route,
+        };
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            let status = Some(response.status().as_u16().to_string());
+            Ok(response
+                .map(|body| axum::body::Body::new(TimedBody::new(body, call, started, status))))
+        })
+    }
+}
+
+/// The gRPC status in a header map (`grpc-status`), if there is one.
+fn grpc_status(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A response body that records its request's duration once it is over (finished, or dropped
+/// by a client that went away).
+struct TimedBody<B> {
+    inner: B,
+    call: Option<Call>,
+    started: Instant,
+    status: Option<String>,
+}
+
+impl<B> TimedBody<B> {
+    fn new(inner: B, call: Call, started: Instant, status: Option<String>) -> Self {
+        Self {
+            inner,
+            call: Some(call),
+            started,
+            status,
+        }
+    }
+
+    fn record(&mut self, metrics: &Standard) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let seconds = self.started.elapsed().as_secs_f64();
+        match call {
+            Call::Grpc { service, method } => {
+                // A stream cut before its trailers: the client went away.
+                let status = self.status.take().unwrap_or_else(|| "1".into());
+                metrics.rpc(service, method, status, seconds);
+            }
+            Call::Http { method, route } => {
+                let status = self.status.take().unwrap_or_default();
+                metrics.http(method, route, status, seconds);
+            }
+        }
+    }
+}
+
+impl<B> Drop for TimedBody<B> {
+    fn drop(&mut self) {
+        self.record(standard());
+    }
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(status) = frame.trailers_ref().and_then(grpc_status) {
+                    self.status = Some(status);
+                }
+            }
+            Poll::Ready(None) => self.record(standard()),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
