@@ -70,6 +70,18 @@ pub fn test_python() -> PathBuf {
     }
 }
 
+/// Every URI of every ICE server in an RTCConfiguration (`{"iceServers": [{"urls": …}]}`), in
+/// order.
+pub fn ice_urls(configuration: &serde_json::Value) -> Vec<String> {
+    configuration["iceServers"]
+        .as_array()
+        .expect("iceServers")
+        .iter()
+        .flat_map(|s| s["urls"].as_array().cloned().unwrap_or_default())
+        .filter_map(|u| u.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The value of one sample (`name{labels}`, exactly as rendered) in a Prometheus/OpenMetrics
 /// text body; `None` when there is no such sample.
 pub fn metric(body: &str, sample: &str) -> Option<f64> {

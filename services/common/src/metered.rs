@@ -57,53 +57,80 @@ impl<S> tower::Layer<S> for HttpMetrics {
 }
 
 /// What a request is recorded under, known before it is handled.
-enum Call {
+pub enum Call {
     Grpc { service: String, method: String },
     Http { method: String, route: String },
 }
 
-impl<S, B> tower::Service<Request<B>> for Timed<S, GrpcMetrics>
-where
-    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+/// What differs between the two kinds of server: how a request is named, where the status is,
+/// and the response body type.
+pub trait Kind: Clone + Send + 'static {
+    type Body: Body<Data = Bytes> + Unpin + Send + 'static;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
+    fn call<B>(request: &Request<B>) -> Call;
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let started = Instant::now();
+    /// The status known from the response's head (gRPC: only a trailers-only refusal).
+    fn status(response: &Response<Self::Body>) -> Option<String>;
+
+    fn wrap(body: TimedBody<Self::Body>) -> Self::Body;
+}
+
+impl Kind for GrpcMetrics {
+    type Body = tonic::body::Body;
+
+    fn call<B>(request: &Request<B>) -> Call {
         let (service, method) = request
             .uri()
             .path()
             .trim_start_matches('/')
             .split_once('/')
-            .map_or(("unknown", "unknown"), |(s, m)| (s, m));
-        let call = Call::Grpc {
+            .unwrap_or(("unknown", "unknown"));
+        Call::Grpc {
             service: service.to_owned(),
             method: method.to_owned(),
-        };
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            // A refusal without a body carries its status in the headers (trailers-only).
-            let status = grpc_status(response.headers());
-            Ok(response
-                .map(|body| tonic::body::Body::new(TimedBody::new(body, call, started, status))))
-        })
+        }
+    }
+
+    fn status(response: &Response<Self::Body>) -> Option<String> {
+        grpc_status(response.headers())
+    }
+
+    fn wrap(body: TimedBody<Self::Body>) -> Self::Body {
+        tonic::body::Body::new(body)
     }
 }
 
-impl<S, B> tower::Service<Request<B>> for Timed<S, HttpMetrics>
+impl Kind for HttpMetrics {
+    type Body = axum::body::Body;
+
+    fn call<B>(request: &Request<B>) -> Call {
+        // The route as declared (`/ice`), never the raw path: no unbounded label values.
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("other", MatchedPath::as_str);
+        Call::Http {
+            method: request.method().as_str().to_owned(),
+            route: route.to_owned(),
+        }
+    }
+
+    fn status(response: &Response<Self::Body>) -> Option<String> {
+        Some(response.status().as_u16().to_string())
+    }
+
+    fn wrap(body: TimedBody<Self::Body>) -> Self::Body {
+        axum::body::Body::new(body)
+    }
+}
+
+impl<S, B, K> tower::Service<Request<B>> for Timed<S, K>
 where
-    S: tower::Service<Request<B>, Response = Response<axum::body::Body>>,
+    K: Kind,
+    S: tower::Service<Request<B>, Response = Response<K::Body>>,
     S::Future: Send + 'static,
 {
-    type Response = Response<axum::body::Body>;
+    type Response = Response<K::Body>;
     type Error = S::Error;
     type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
 
@@ -113,22 +140,12 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let started = Instant::now();
-        // The route as declared (`/ice`), never the raw path: no unbounded label values.
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("other", MatchedPath::as_str)
-            .to_owned();
-        let call = Call::Http {
-            method: request.method().as_str().to_owned(),
-            route,
-        };
+        let call = K::call(&request);
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
-            let status = Some(response.status().as_u16().to_string());
-            Ok(response
-                .map(|body| axum::body::Body::new(TimedBody::new(body, call, started, status))))
+            let status = K::status(&response);
+            Ok(response.map(|body| K::wrap(TimedBody::new(body, call, started, status))))
         })
     }
 }
@@ -143,7 +160,7 @@ fn grpc_status(headers: &axum::http::HeaderMap) -> Option<String> {
 
 /// A response body that records its request's duration once it is over (finished, or dropped
 /// by a client that went away).
-struct TimedBody<B> {
+pub struct TimedBody<B> {
     inner: B,
     call: Option<Call>,
     started: Instant,

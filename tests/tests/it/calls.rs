@@ -714,15 +714,7 @@ async fn the_gateway_hands_out_only_its_stunner_gateway() {
      {"version":"v1","admin":{"name":"other/tcp-gateway"},"auth":{"type":"static","credentials":{"username":"u","password":"p"}},
       "listeners":[{"name":"other/tcp-gateway/tcp-listener","protocol":"TURN-TCP","public_address":"198.51.100.2","public_port":443},
                    {"name":"other/tcp-gateway/spare","protocol":"TURN-TCP","public_address":"198.51.100.3","public_port":443}]}]}"#;
-    let urls = |reply: &Value| -> Vec<String> {
-        reply["iceConfiguration"]["iceServers"]
-            .as_array()
-            .expect("iceServers")
-            .iter()
-            .flat_map(|s| s["urls"].as_array().cloned().unwrap_or_default())
-            .filter_map(|u| u.as_str().map(str::to_owned))
-            .collect()
-    };
+    let urls = |reply: &Value| testkit::ice_urls(&reply["iceConfiguration"]);
     type Env<'a> = &'a [(&'a str, &'a str)];
     let cases: [(Env, &[&str]); 3] = [
         (

@@ -41,15 +41,7 @@ async fn ice_config_shape_ephemeral_and_filters() {
         assert!(server.get("url").is_none(), "the W3C key is urls");
     }
 
-    let urls = |body: Value| -> Vec<String> {
-        body["iceServers"]
-            .as_array()
-            .expect("iceServers")
-            .iter()
-            .flat_map(|s| s["urls"].as_array().cloned().unwrap_or_default())
-            .filter_map(|u| u.as_str().map(str::to_owned))
-            .collect()
-    };
+    let urls = |body: Value| testkit::ice_urls(&body);
     let cases = [
         (
             "namespace=stunner",
@@ -216,15 +208,7 @@ async fn lenient_where_stunner_auth_service_is() {
 /// own addresses; only the host changes, the public port stays.
 #[tokio::test]
 async fn public_addresses_in_stunner_auth_services_order() {
-    let hosts = |body: serde_json::Value| -> Vec<String> {
-        body["iceServers"]
-            .as_array()
-            .expect("iceServers")
-            .iter()
-            .flat_map(|s| s["urls"].as_array().cloned().unwrap_or_default())
-            .filter_map(|u| u.as_str().map(str::to_owned))
-            .collect()
-    };
+    let hosts = |body: serde_json::Value| testkit::ice_urls(&body);
     let plain = TestApp::start(Some(EPHEMERAL)).await;
     assert_eq!(
         hosts(plain.get_json("/ice?service=turn").await),
