@@ -33,18 +33,9 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python test tools live in a virtualenv under the build directory: Debian's Python refuses
-# `pip install` outside one (PEP 668), and the system's packages stay untouched.
+# Python test tools live in a virtualenv under the build directory (PEP 668).
 venv=target/test-venv
-if ! "$venv/bin/python3" -c "import kubernetes_validate" >/dev/null 2>&1; then
-    echo "==> installing kubernetes-validate (PyPI) into $venv"
-    python3 -m venv "$venv" 2>/dev/null || {
-        # Debian ships venv's ensurepip separately.
-        $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-        python3 -m venv "$venv"
-    }
-    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check kubernetes-validate
-fi
+scripts/python-tools.sh "$venv"
 export TEST_PYTHON="$PWD/$venv/bin/python3"
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed (kubectl kustomize renders k8s/)" >&2; exit 1; }
 

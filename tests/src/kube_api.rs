@@ -84,7 +84,13 @@ impl ApiStandIn {
         let stop = CancellationToken::new();
         match tls {
             Some((cert, key)) => {
-                let acceptor = gateway::tls::acceptor(cert, key).expect("TLS certificate");
+                let files = gateway::tls::CertFiles {
+                    cert: cert.to_owned(),
+                    key: key.to_owned(),
+                };
+                let acceptor = gateway::tls::Certificates::load(files)
+                    .and_then(|certificates| certificates.acceptor())
+                    .expect("TLS certificate");
                 let listener = svc_common::connections::CappedListener::new(
                     listener,
                     Arc::new(tokio::sync::Semaphore::new(1024)),

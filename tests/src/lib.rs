@@ -30,6 +30,7 @@ pub mod netns;
 pub mod otlp;
 pub mod redis;
 pub mod stack;
+pub mod tls;
 pub mod topology;
 pub mod webdriver;
 

@@ -148,9 +148,9 @@ impl Collector {
                     received.push(Span {
                         service: service.clone(),
                         name: span.name,
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: hex(&span.parent_span_id),
+                        trace_id: hex::encode(&span.trace_id),
+                        span_id: hex::encode(&span.span_id),
+                        parent_span_id: hex::encode(&span.parent_span_id),
                         kind: span.kind,
                         attributes: span
                             .attributes
@@ -165,10 +165,6 @@ impl Collector {
             spans.extend(received);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn text(value: Option<&AnyValue>) -> String {

@@ -112,18 +112,7 @@ pub fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     // The OS random source failing is not survivable for a service issuing secrets.
     getrandom::fill(&mut buffer).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
-    hex(&buffer)
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
-    out
+    hex::encode(&buffer)
 }
 
 #[cfg(test)]
@@ -147,8 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn hex_and_random() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    fn random_hex_tokens() {
         let token = random_hex(16);
         assert_eq!(token.len(), 32);
         assert_ne!(token, random_hex(16));

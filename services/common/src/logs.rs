@@ -1,4 +1,6 @@
-//! Log line formats that carry the trace id of the span they are emitted in.
+//! Log line formats that carry the trace id of the span they are emitted in. (tracing-subscriber's
+//! own JSON format cannot: the id lives in the OpenTelemetry context of the span's extensions,
+//! which its formatter does not read; so the JSON line is written here.)
 
 use std::fmt::Write as _;
 

@@ -40,10 +40,17 @@ pub struct Settings {
     pub limits: SessionLimits,
     /// Messages a session may fall behind by before it is closed.
     pub session_queue: usize,
-    /// PEM certificate chain and key: serve HTTPS and WSS.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve HTTPS and WSS.
+    pub tls: Option<TlsSettings>,
     /// The drain, the services' shared token, connection limits.
     pub runtime: RuntimeSettings,
+}
+
+/// The certificate files and how often they are looked at again.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub files: tls::CertFiles,
+    pub reload_every: Duration,
 }
 
 /// The gateway, its port bound and serving: run it with [`Runtime::run`]. On SIGTERM every
@@ -106,8 +113,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
     };
     let router = http::router(state, settings.static_dir.clone());
     match &settings.tls {
-        Some((cert, key)) => {
-            let acceptor = tls::acceptor(cert, key)?;
+        Some(tls) => {
+            let certificates = tls::Certificates::load(tls.files.clone())?;
+            let acceptor = certificates.acceptor()?;
+            runtime
+                .tasks()
+                .spawn(certificates.follow(tls.reload_every, runtime.stopping()));
             runtime.rename("http", "https");
             runtime.serve_http_with("https", router, move |connection| {
                 tls::handshake(acceptor.clone(), connection)

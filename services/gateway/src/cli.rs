@@ -10,9 +10,10 @@ use svc_common::{
 };
 
 use crate::{
-    app::{self, Settings},
+    app::{self, Settings, TlsSettings},
     ice::GatewayFilter,
     session::SessionLimits,
+    tls::CertFiles,
 };
 
 /// The browsers' edge: serves the page and the WebSocket at /one2one, translating to gRPC.
@@ -93,6 +94,11 @@ pub struct Args {
     #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// How often the certificate and key files are read again (a renewed pair is used for new
+    /// connections).
+    #[arg(long, env = "TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
     #[command(flatten)]
     pub service: ServiceArgs,
 }
@@ -125,7 +131,13 @@ impl Args {
                 ping_interval: *self.ping_interval,
             },
             session_queue: self.session_queue,
-            tls: self.tls_cert.zip(self.tls_key),
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| TlsSettings {
+                    files: CertFiles { cert, key },
+                    reload_every: *self.tls_reload_interval,
+                }),
             runtime: self.service.runtime(),
         })
     }

@@ -469,7 +469,7 @@ fn parse_tree(text: &str) -> Result<serde_json::Value, ConfigError> {
     if trimmed.starts_with('{') {
         return serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()));
     }
-    match serde_yaml::from_str::<serde_json::Value>(text) {
+    match yaml_serde::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Null) => Err(ConfigError::Empty),
         Ok(value) => Ok(value),
         Err(e) => Err(ConfigError::Yaml(e.to_string())),

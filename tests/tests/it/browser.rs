@@ -348,36 +348,7 @@ async fn the_page_works_over_https_and_wss() {
     let stack = Stack::start(&testkit::stack::static_config(3478), Flags::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = tokio::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .await
-        .expect("openssl is installed");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    testkit::tls::self_signed(&cert, &key, "localhost").await;
 
     let static_dir = testkit::stack::static_dir();
     let (ice, signaling) = (

@@ -10,5 +10,6 @@ mod manifests;
 mod replicas;
 mod restarts;
 mod runtime;
+mod setup;
 mod telemetry;
 mod turn;

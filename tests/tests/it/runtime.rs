@@ -122,3 +122,59 @@ async fn signaling_reports_not_serving_while_it_drains() {
     })
     .await;
 }
+
+/// cert-manager renews the gateway's certificate in place: new connections get the new one
+/// without a restart; a half-written or broken pair is refused and the last good one kept.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    testkit::tls::self_signed(&cert, &key, "first").await;
+    let gateway = Launch::gateway("http://127.0.0.1:9", "http://127.0.0.1:9")
+        .args([
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+            "--tls-reload-interval",
+            "100ms",
+        ])
+        .unready()
+        .start()
+        .await;
+    let port = gateway.addr("https").port();
+    let presented = |name: &'static str| async move {
+        eventually(Duration::from_secs(10), name, || async {
+            let subject = testkit::tls::presented_subject(port).await?;
+            subject.contains(&format!("CN = {name}")).then_some(())
+        })
+        .await;
+    };
+    presented("first").await;
+
+    // Renewed: written elsewhere, then moved over the old files, as a Secret volume swaps.
+    let renewed = tempfile::tempdir().expect("temp dir");
+    let (new_cert, new_key) = (
+        renewed.path().join("tls.crt"),
+        renewed.path().join("tls.key"),
+    );
+    testkit::tls::self_signed(&new_cert, &new_key, "second").await;
+    std::fs::rename(&new_key, &key).expect("move the key");
+    std::fs::rename(&new_cert, &cert).expect("move the certificate");
+    presented("second").await;
+
+    // Broken: the old pair keeps being served, and the log says why.
+    std::fs::write(&cert, "not a certificate").expect("write");
+    eventually(
+        Duration::from_secs(10),
+        "the refusal in the log",
+        || async {
+            gateway
+                .logs()
+                .contains("TLS certificate changed but does not load")
+                .then_some(())
+        },
+    )
+    .await;
+    presented("second").await;
+}

@@ -102,6 +102,8 @@ async fn replica(
             in_flight_bytes: 0,
         },
     );
+    // Doubling, capped, reset once attached. (A retry crate wraps one future to be retried;
+    // this is a long-lived stream whose backoff resets on success: two lines say it plainer.)
     let mut backoff = Duration::from_millis(100);
     loop {
         let attached_at = tokio::time::Instant::now();

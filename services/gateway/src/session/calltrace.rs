@@ -113,7 +113,7 @@ pub fn new_traceparent() -> String {
     // An all-zero id is invalid; with 128 random bits this guards a theoretical case only.
     bytes[0] |= 1;
     bytes[16] |= 1;
-    let hex = svc_common::hex(&bytes);
+    let hex = hex::encode(bytes);
     format!("00-{}-{}-01", &hex[..32], &hex[32..])
 }
 

@@ -151,6 +151,8 @@ impl CdsSource {
                 () = shutdown.cancelled() => return,
                 () = sleep(delay) => {}
             }
+            // Doubling, capped, reset when a watch was up (a retry crate wraps one future to be
+            // retried; a session that resets its backoff on success reads plainer like this).
             delay = (delay * 2).min(self.timing.max_retry);
         }
     }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Command};
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 pub const OVERLAYS: &[&str] = &[
     "minimal",
@@ -16,7 +16,13 @@ pub const OVERLAYS: &[&str] = &[
 /// Our services, in the order they are started.
 pub const SERVICES: &[&str] = &["ice-config", "signaling", "gateway"];
 /// Kinds that are custom resources, which kubernetes-validate has no schema for.
-pub const CUSTOM_KINDS: &[&str] = &["Gateway", "GatewayClass", "GatewayConfig", "UDPRoute"];
+pub const CUSTOM_KINDS: &[&str] = &[
+    "Gateway",
+    "GatewayClass",
+    "GatewayConfig",
+    "UDPRoute",
+    "ServiceMonitor",
+];
 pub const KUBERNETES_VERSION: &str = "1.33.0";
 
 pub fn repo() -> PathBuf {
@@ -40,7 +46,7 @@ pub fn render(overlay: &str) -> String {
 }
 
 pub fn objects(overlay: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(&render(overlay))
+    yaml_serde::Deserializer::from_str(&render(overlay))
         .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
         .filter(|doc| !doc.is_null())
         .collect()

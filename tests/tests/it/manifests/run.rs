@@ -9,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use serde_yaml::Value;
 use testkit::{
     Browser, Service, binary,
     cds::{FakeCds, gateway_config},
@@ -21,6 +20,7 @@ use testkit::{
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use yaml_serde::Value;
 
 use super::objects::*;
 

@@ -472,7 +472,7 @@ fn no_internal_port_is_open_to_everyone() {
     for overlay in OVERLAYS {
         let objects = objects(overlay);
         for service in ["signaling", "ice-config"] {
-            let rules: Vec<&serde_yaml::Value> = of_kind(&objects, "NetworkPolicy")
+            let rules: Vec<&yaml_serde::Value> = of_kind(&objects, "NetworkPolicy")
                 .filter(|p| {
                     p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
                         == Some(service)
@@ -505,5 +505,40 @@ fn no_internal_port_is_open_to_everyone() {
             });
             assert!(prometheus, "{overlay}: Prometheus cannot scrape {service}");
         }
+    }
+}
+
+/// With the observability overlay, Prometheus finds every service's metrics port through one
+/// ServiceMonitor.
+#[test]
+fn a_service_monitor_covers_every_metrics_port() {
+    let objects = objects("observability");
+    let monitor = of_kind(&objects, "ServiceMonitor")
+        .next()
+        .expect("a ServiceMonitor");
+    let wanted = &monitor["spec"]["selector"]["matchLabels"];
+    let port = monitor["spec"]["endpoints"][0]["port"]
+        .as_str()
+        .expect("a port");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["path"].as_str(),
+        Some("/metrics")
+    );
+    for service in SERVICES {
+        let covered = of_kind(&objects, "Service").any(|s| {
+            let labels = &s["metadata"]["labels"];
+            s["metadata"]["labels"]["app.kubernetes.io/name"].as_str() == Some(*service)
+                && wanted
+                    .as_mapping()
+                    .expect("labels")
+                    .iter()
+                    .all(|(k, v)| &labels[k] == v)
+                && s["spec"]["ports"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"].as_str() == Some(port))
+        });
+        assert!(covered, "{service}'s metrics are not scraped");
     }
 }
