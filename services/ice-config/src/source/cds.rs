@@ -13,7 +13,13 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use serde::Deserialize;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
@@ -21,25 +27,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::objects::{ObjectError, Objects, Parsed};
 
+/// The largest listing read: many Gateways' configs, each at most 4 MiB.
+const MAX_LISTING: usize = 64 << 20;
+
 /// Why a session with the config discovery service ended.
 #[derive(Debug, thiserror::Error)]
 enum CdsError {
-    #[error("GET {url}: {source}")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("GET {url}: {problem}")]
+    Request { url: String, problem: String },
     #[error("GET {url}: HTTP {status}")]
     Status {
         url: String,
-        status: reqwest::StatusCode,
+        status: hyper::StatusCode,
     },
     #[error("GET {url}: not a config list: {source}")]
     Listing {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: serde_json::Error,
     },
     #[error("watch {url}: handshake timed out")]
     HandshakeTimeout { url: String },
@@ -90,7 +95,7 @@ impl Default for Timing {
 pub struct CdsSource {
     /// `…/api/v1/configs` or `…/api/v1/configs/{namespace}`, over http.
     configs_url: String,
-    http: reqwest::Client,
+    http: Client<HttpConnector, Empty<Bytes>>,
     timing: Timing,
     sink: SourceSink,
 }
@@ -119,10 +124,7 @@ impl CdsSource {
             configs_url = format!("{configs_url}/{namespace}");
         }
         let sink = store.sink(format!("config discovery {configs_url}"));
-        let http = reqwest::Client::builder()
-            .timeout(timing.request_timeout)
-            .build()
-            .unwrap_or_default();
+        let http = Client::builder(TokioExecutor::new()).build_http();
         Self {
             configs_url,
             http,
@@ -176,19 +178,39 @@ impl CdsSource {
 
     async fn list(&self) -> Result<Vec<(String, Parsed)>, CdsError> {
         let url = || self.configs_url.clone();
-        let response = self
-            .http
-            .get(&self.configs_url)
-            .send()
+        let failed = |problem: String| CdsError::Request {
+            url: url(),
+            problem,
+        };
+        let uri: hyper::Uri = self
+            .configs_url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| failed(e.to_string()))?;
+        let fetch = async {
+            let response = self
+                .http
+                .get(uri)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(CdsError::Status { url: url(), status });
+            }
+            Limited::new(response.into_body(), MAX_LISTING)
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .map_err(|e| failed(format!("reading the listing: {e}")))
+        };
+        let body = tokio::time::timeout(self.timing.request_timeout, fetch)
             .await
-            .map_err(|source| CdsError::Request { url: url(), source })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(CdsError::Status { url: url(), status });
-        }
-        let listing: Listing = response
-            .json()
-            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no answer within {:?}",
+                    self.timing.request_timeout
+                ))
+            })??;
+        let listing: Listing = serde_json::from_slice(&body)
             .map_err(|source| CdsError::Listing { url: url(), source })?;
         let mut configs = Vec::new();
         for item in listing.items {
