@@ -151,7 +151,16 @@ impl Browser {
         }
     }
 
+    /// Registers as our page does, declaring the protocol's extensions (errors, credential
+    /// pushes, renegotiation); [`Browser::register_as_tutorial`] for the tutorial's page.
     pub async fn register(&mut self, name: &str) -> Value {
+        self.send(json!({"id": "register", "name": name, "extensions": true}))
+            .await;
+        self.expect("registerResponse").await
+    }
+
+    /// Registers as the tutorial's page does: its exact message, no extensions.
+    pub async fn register_as_tutorial(&mut self, name: &str) -> Value {
         self.send(json!({"id": "register", "name": name})).await;
         self.expect("registerResponse").await
     }
@@ -173,6 +182,23 @@ impl Browser {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Every protocol message received until the server closes the socket.
+    pub async fn messages_until_closed(&mut self) -> Vec<Value> {
+        let mut messages = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(REPLY * 3, self.ws.next())
+                .await
+                .expect("closed within 15s");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    messages.push(serde_json::from_str(&text).expect("JSON"));
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return messages,
+                Some(Ok(_)) => {}
             }
         }
     }

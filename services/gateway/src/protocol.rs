@@ -254,6 +254,43 @@ pub enum ServerMessage {
     },
 }
 
+/// Which protocol a page speaks. The tutorial's page understands its six replies and nothing
+/// else (anything more it logs as "Unrecognized message"); a page says it speaks the
+/// extensions when it registers (`register.extensions`). Until a page registers, everything is
+/// sent: the tutorial's page registers first, and a developer's client wants the errors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    Undeclared,
+    /// The tutorial's: `error`, `iceConfiguration` pushes, `negotiate` and `reconnect` are
+    /// never sent (what the page cannot act on is dropped, as the tutorial's server ignored it).
+    Tutorial,
+    Extended,
+}
+
+impl Dialect {
+    /// The dialect a `register` declares.
+    pub fn declared(extensions: bool) -> Self {
+        if extensions {
+            Dialect::Extended
+        } else {
+            Dialect::Tutorial
+        }
+    }
+
+    /// Whether a page of this dialect understands `message`.
+    pub fn understands(self, message: &ServerMessage) -> bool {
+        self != Dialect::Tutorial
+            || !matches!(
+                message,
+                ServerMessage::Error { .. }
+                    | ServerMessage::IceConfiguration { .. }
+                    | ServerMessage::Negotiate { .. }
+                    | ServerMessage::Reconnect { .. }
+            )
+    }
+}
+
 /// Which side gives way when both pages offer at once (perfect negotiation): the callee is
 /// polite, the caller is not.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]

@@ -112,11 +112,11 @@ async fn call_accept_candidates_and_hang_up(store: Store) {
     let response = alice.expect("callResponse").await;
     assert_eq!(
         response,
-        json!({"id": "callResponse", "response": "accepted", "sdpAnswer": "v=0 answer", "callId": call_id, "traceId": trace_id})
+        json!({"id": "callResponse", "response": "accepted", "sdpAnswer": "v=0 answer", "callId": call_id, "traceId": trace_id, "negotiation": {"polite": false}})
     );
     assert_eq!(
         bob.expect("startCommunication").await,
-        json!({"id": "startCommunication", "callId": call_id, "traceId": trace_id})
+        json!({"id": "startCommunication", "callId": call_id, "traceId": trace_id, "negotiation": {"polite": true}})
     );
     for n in 0..3 {
         assert_eq!(
@@ -264,7 +264,7 @@ async fn disconnect_mid_call_and_resume(store: Store) {
     assert_eq!(stranger.register("alice").await["reason"], "name_taken");
     let mut forged = stack.browser().await;
     forged
-        .send(json!({"id": "register", "name": "alice", "resumeToken": "0".repeat(32)}))
+        .send(json!({"id": "register", "name": "alice", "resumeToken": "0".repeat(32), "extensions": true}))
         .await;
     assert_eq!(
         forged.expect("registerResponse").await["reason"],
@@ -272,7 +272,7 @@ async fn disconnect_mid_call_and_resume(store: Store) {
     );
     let mut again = stack.browser().await;
     again
-        .send(json!({"id": "register", "name": "alice", "resumeToken": token}))
+        .send(json!({"id": "register", "name": "alice", "resumeToken": token, "extensions": true}))
         .await;
     let reply = again.expect("registerResponse").await;
     assert_eq!(reply["response"], "accepted", "{reply}");

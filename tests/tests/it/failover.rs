@@ -362,7 +362,7 @@ async fn a_page_whose_gateway_dies_rejoins_its_call_through_another() {
     // Her page reconnects through the other gateway, resumes her name, rejoins the call.
     let mut again = t.browser_on(1).await;
     again
-        .send(json!({"id": "register", "name": "alice", "resumeToken": alice_token, "rejoin": call_id}))
+        .send(json!({"id": "register", "name": "alice", "resumeToken": alice_token, "rejoin": call_id, "extensions": true}))
         .await;
     let reply = again.expect("registerResponse").await;
     assert_eq!(reply["response"], "accepted", "{reply}");

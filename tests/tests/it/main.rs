@@ -4,6 +4,7 @@
 mod balancing;
 mod browser;
 mod calls;
+mod dialects;
 mod failover;
 mod hardening;
 mod manifests;

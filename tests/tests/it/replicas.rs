@@ -23,7 +23,7 @@ async fn one_name_claimed_at_once_everywhere_goes_to_exactly_one(store: Store) {
     join_all(
         browsers
             .iter_mut()
-            .map(|b| b.send(json!({"id": "register", "name": "popular"}))),
+            .map(|b| b.send(json!({"id": "register", "name": "popular", "extensions": true}))),
     )
     .await;
     let replies = join_all(browsers.iter_mut().map(|b| b.expect("registerResponse"))).await;

@@ -27,7 +27,7 @@ use crate::{
     ice::{IceClient, IceError, Issued},
     link::{Ended, Link, SessionHandle},
     metrics::Metrics,
-    protocol::{ClientMessage, IceConfiguration, ServerMessage},
+    protocol::{ClientMessage, Dialect, IceConfiguration, ServerMessage},
     reason::GatewayReason,
     upstream::IceConfigHealth,
 };
@@ -110,6 +110,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
         trace: CallTrace::default(),
         bucket: TokenBucket::new(shared.limits.rate, shared.limits.burst),
         negotiations: TokenBucket::new(NEGOTIATION_RATE, NEGOTIATION_BURST),
+        dialect: Dialect::default(),
     };
     let mut pings = interval(shared.limits.ping_interval);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -153,14 +154,14 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                         None => break None,
                     },
                 };
-                if let Err(close) = send(&mut socket, &shared.metrics, replies).await {
+                if let Err(close) = send(&mut socket, &shared.metrics, session.dialect, replies).await {
                     break close;
                 }
             }
             (purpose, issued) = fetching(&mut session.fetch) => {
                 session.fetch = None;
                 let replies = session.on_issued(purpose, issued);
-                if let Err(close) = send(&mut socket, &shared.metrics, replies).await {
+                if let Err(close) = send(&mut socket, &shared.metrics, session.dialect, replies).await {
                     break close;
                 }
             }
@@ -170,7 +171,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                 // A browser that stopped reading blocks this write; its queue overflowing
                 // (`ended`) must still end the session.
                 tokio::select! {
-                    sent = send(&mut socket, &shared.metrics, replies) => if let Err(close) = sent { break close },
+                    sent = send(&mut socket, &shared.metrics, session.dialect, replies) => if let Err(close) = sent { break close },
                     () = ended_by_link.cancelled() => break Some(ended(&handle)),
                 }
             }
@@ -190,7 +191,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                 let reconnect = ServerMessage::Reconnect {
                     message: "this server is going away; reconnect".into(),
                 };
-                let _ = send(&mut socket, &shared.metrics, [reconnect]).await;
+                let _ = send(&mut socket, &shared.metrics, session.dialect, [reconnect]).await;
                 break Some((close_code::AWAY, "server shutting down"));
             }
         }

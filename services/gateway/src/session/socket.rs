@@ -5,7 +5,11 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 
 use super::{Close, NO_PONG, TOO_SLOW};
-use crate::{metrics::Metrics, protocol::ServerMessage, reason::GatewayReason};
+use crate::{
+    metrics::Metrics,
+    protocol::{Dialect, ServerMessage},
+    reason::GatewayReason,
+};
 
 /// How long the server waits for a browser to finish the closing handshake.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
@@ -42,15 +46,19 @@ pub async fn answer_close(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, socket.flush()).await;
 }
 
-/// Writes replies; `Err` with how to close when the socket is gone or stuck.
+/// Writes the replies the page understands (all are counted); `Err` with how to close when
+/// the socket is gone or stuck.
 pub async fn send(
     socket: &mut WebSocket,
     metrics: &Metrics,
+    dialect: Dialect,
     replies: impl IntoIterator<Item = ServerMessage>,
 ) -> Result<(), Close> {
     for reply in replies {
         metrics.reply(&reply);
-        write(socket, Message::Text(reply.encode().into())).await?;
+        if dialect.understands(&reply) {
+            write(socket, Message::Text(reply.encode().into())).await?;
+        }
     }
     Ok(())
 }

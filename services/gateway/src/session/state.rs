@@ -45,6 +45,8 @@ pub(super) struct Session {
     pub(super) bucket: TokenBucket,
     /// Renegotiations are few in a healthy call: a page sending many is throttled on its own.
     pub(super) negotiations: TokenBucket,
+    /// What the page understands, as its last `register` said.
+    pub(super) dialect: Dialect,
 }
 
 impl Session {
@@ -130,6 +132,7 @@ impl Session {
                 pb::Reason::AlreadyRegistered.into(),
             )];
         }
+        self.dialect = Dialect::declared(extensions);
         // Checked before anything records or fetches for it (a name is written to logs and
         // traces); signaling checks it again, as the authority.
         let name = match Name::parse(&name) {
@@ -293,7 +296,10 @@ impl Session {
                     return None;
                 };
                 self.name = Some(name);
-                self.refresh_at = refresh_in.map(|d| Instant::now() + d);
+                // The tutorial's page cannot apply fresh credentials: none are fetched for it.
+                self.refresh_at = refresh_in
+                    .filter(|_| self.dialect != Dialect::Tutorial)
+                    .map(|d| Instant::now() + d);
                 Some(registered(config, resume_token, call))
             }
             Downward::RegisterRefused(reply) => {

@@ -89,7 +89,7 @@ async fn a_resumed_name_is_kept_for_its_own_grace_period() {
 
     let mut resumed = stack.browser().await;
     resumed
-        .send(json!({"id": "register", "name": "nina", "resumeToken": first}))
+        .send(json!({"id": "register", "name": "nina", "resumeToken": first, "extensions": true}))
         .await;
     let reply = resumed.expect("registerResponse").await;
     assert_eq!(reply["response"], "accepted", "{reply}");
@@ -106,7 +106,7 @@ async fn a_resumed_name_is_kept_for_its_own_grace_period() {
     // The old token is no longer the name's.
     let mut replayed = stack.browser().await;
     replayed
-        .send(json!({"id": "register", "name": "nina", "resumeToken": first}))
+        .send(json!({"id": "register", "name": "nina", "resumeToken": first, "extensions": true}))
         .await;
     assert_eq!(
         replayed.expect("registerResponse").await["reason"],
@@ -114,7 +114,7 @@ async fn a_resumed_name_is_kept_for_its_own_grace_period() {
     );
     // The current one is.
     let mut back = stack.browser().await;
-    back.send(json!({"id": "register", "name": "nina", "resumeToken": second}))
+    back.send(json!({"id": "register", "name": "nina", "resumeToken": second, "extensions": true}))
         .await;
     let reply = back.expect("registerResponse").await;
     assert_eq!(reply["response"], "accepted", "{reply}");

@@ -22,7 +22,7 @@ async fn a_registration_storm_queues_rather_than_fails() {
         tokio::spawn(async move {
             let mut browser = Browser::connect(&url).await;
             browser
-                .send(json!({"id": "register", "name": format!("storm-{n}")}))
+                .send(json!({"id": "register", "name": format!("storm-{n}"), "extensions": true}))
                 .await;
             let reply = browser.recv_within(Duration::from_secs(60)).await;
             (reply, browser)
