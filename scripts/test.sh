@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the workspace. On a fresh machine it first installs what the
 # tests need from Debian's packages: coturn (the real TURN server credentials are checked on),
-# Chromium with its WebDriver (real calls between real pages), redis-server (the store several
+# Chromium with its WebDriver and Firefox ESR (real calls between real pages; geckodriver is
+# built with cargo install), redis-server (the store several
 # signaling replicas share, standalone and as a cluster), iproute2 (network namespaces standing
 # in for the pod network), and from PyPI kubernetes-validate (the manifests' schemas).
 # kubectl (for `kubectl kustomize`) must already be installed; the manifest and netns tests need
@@ -14,6 +15,7 @@ missing=()
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -31,6 +33,12 @@ if ((${#missing[@]})); then
         trap '$sudo rm -f "$policy"' EXIT
     fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Firefox's WebDriver is published on crates.io (pinned; built once).
+if ! command -v geckodriver >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" ]; then
+    echo "==> installing geckodriver"
+    cargo install --quiet --locked geckodriver --version 0.36.0
 fi
 
 # Python test tools live in a virtualenv under the build directory (PEP 668).

@@ -464,6 +464,8 @@ async function updateStats() {
   let pair = null, inbound = null;
   report.forEach((s) => {
     if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    // Firefox has no transport stats: its selected pair says so itself.
+    if (s.type === 'candidate-pair' && s.selected && !pair) pair = s;
     if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
   });
   if (pair) {

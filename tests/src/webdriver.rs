@@ -1,8 +1,8 @@
-//! Debian's Chromium, headless, driven through chromedriver with the W3C WebDriver protocol
-//! (plain JSON over HTTP, so no client library is needed).
-//!
-//! The browser is started with the flags of `reference/browser-testing.md`, which stop its
-//! background lookups, and with a fake camera and microphone.
+//! Real browsers, headless, driven with the W3C WebDriver protocol (plain JSON over HTTP, so no
+//! client library is needed): Debian's Chromium through chromedriver, with the flags of
+//! `reference/browser-testing.md`, and Debian's Firefox ESR through geckodriver (one browser
+//! per geckodriver, which serves one session at a time), with preferences that do the same:
+//! fake camera and microphone, loopback ICE, and no background lookup of any kind.
 
 use std::{process::Stdio, time::Duration};
 
@@ -30,8 +30,109 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--allow-loopback-in-peer-connection",
 ];
 
-/// A chromedriver process; each [`Driver::browser`] is one Chromium.
+/// Firefox's preferences for tests: fake media without a prompt, ICE on loopback, and every
+/// service that would reach out (updates, telemetry, safe browsing, captive portal and
+/// connectivity checks, remote settings, push, geolocation, the OpenH264 download, DNS
+/// prefetch and DNS over HTTPS) off or pointed at a closed loopback port.
+fn firefox_prefs() -> Value {
+    const NOWHERE: &str = "http://127.0.0.1:9/";
+    let prefs = [
+        ("media.navigator.streams.fake", json!(true)),
+        ("media.navigator.permission.disabled", json!(true)),
+        ("media.peerconnection.ice.loopback", json!(true)),
+        (
+            "media.peerconnection.ice.obfuscate_host_addresses",
+            json!(false),
+        ),
+        ("media.autoplay.default", json!(0)),
+        ("media.gmp-manager.url", json!(NOWHERE)),
+        ("media.gmp-gmpopenh264.enabled", json!(false)),
+        ("media.gmp-gmpopenh264.autoupdate", json!(false)),
+        ("media.gmp-widevinecdm.enabled", json!(false)),
+        ("app.update.enabled", json!(false)),
+        ("app.update.auto", json!(false)),
+        ("app.normandy.enabled", json!(false)),
+        ("app.normandy.api_url", json!("")),
+        ("app.shield.optoutstudies.enabled", json!(false)),
+        ("browser.safebrowsing.malware.enabled", json!(false)),
+        ("browser.safebrowsing.phishing.enabled", json!(false)),
+        ("browser.safebrowsing.downloads.enabled", json!(false)),
+        (
+            "browser.safebrowsing.downloads.remote.enabled",
+            json!(false),
+        ),
+        ("browser.safebrowsing.blockedURIs.enabled", json!(false)),
+        ("browser.safebrowsing.provider.google4.updateURL", json!("")),
+        ("browser.safebrowsing.provider.google.updateURL", json!("")),
+        ("browser.safebrowsing.provider.mozilla.updateURL", json!("")),
+        ("network.captive-portal-service.enabled", json!(false)),
+        ("network.connectivity-service.enabled", json!(false)),
+        ("captivedetect.canonicalURL", json!("")),
+        ("network.dns.disablePrefetch", json!(true)),
+        ("network.prefetch-next", json!(false)),
+        ("network.http.speculative-parallel-limit", json!(0)),
+        ("network.trr.mode", json!(5)),
+        ("network.proxy.type", json!(0)),
+        ("toolkit.telemetry.enabled", json!(false)),
+        ("toolkit.telemetry.unified", json!(false)),
+        ("toolkit.telemetry.server", json!("")),
+        ("toolkit.telemetry.archive.enabled", json!(false)),
+        ("datareporting.healthreport.uploadEnabled", json!(false)),
+        ("datareporting.policy.dataSubmissionEnabled", json!(false)),
+        ("browser.ping-centre.telemetry", json!(false)),
+        ("browser.newtabpage.enabled", json!(false)),
+        (
+            "browser.newtabpage.activity-stream.feeds.telemetry",
+            json!(false),
+        ),
+        ("browser.newtabpage.activity-stream.telemetry", json!(false)),
+        ("browser.topsites.contile.enabled", json!(false)),
+        ("browser.startup.page", json!(0)),
+        ("browser.startup.homepage", json!("about:blank")),
+        ("browser.shell.checkDefaultBrowser", json!(false)),
+        ("browser.region.network.url", json!("")),
+        ("browser.region.update.enabled", json!(false)),
+        ("browser.search.update", json!(false)),
+        ("browser.search.geoip.url", json!("")),
+        ("extensions.update.enabled", json!(false)),
+        ("extensions.getAddons.cache.enabled", json!(false)),
+        ("extensions.blocklist.enabled", json!(false)),
+        ("extensions.systemAddon.update.enabled", json!(false)),
+        ("services.settings.server", json!(NOWHERE)),
+        ("identity.fxaccounts.enabled", json!(false)),
+        ("dom.push.connection.enabled", json!(false)),
+        ("dom.push.serverURL", json!("")),
+        ("geo.enabled", json!(false)),
+        ("geo.provider.network.url", json!("")),
+        ("security.OCSP.enabled", json!(0)),
+        (
+            "security.remote_settings.crlite_filters.enabled",
+            json!(false),
+        ),
+        (
+            "security.remote_settings.intermediates.enabled",
+            json!(false),
+        ),
+    ];
+    Value::Object(
+        prefs
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
+}
+
+/// Which browser a driver runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+/// A WebDriver process: chromedriver (any number of Chromium browsers) or geckodriver (one
+/// Firefox).
 pub struct Driver {
+    engine: Engine,
     child: Child,
     url: String,
     http: reqwest::Client,
@@ -59,10 +160,31 @@ impl Drop for Driver {
 }
 
 impl Driver {
+    /// chromedriver, for Chromium.
     pub async fn start() -> Driver {
+        Self::start_engine(Engine::Chromium).await
+    }
+
+    /// geckodriver, for one Firefox.
+    pub async fn firefox() -> Driver {
+        Self::start_engine(Engine::Firefox).await
+    }
+
+    pub async fn start_engine(engine: Engine) -> Driver {
         let port = free_port();
-        let mut child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
+        let mut command = match engine {
+            Engine::Chromium => {
+                let mut command = Command::new("chromedriver");
+                command.arg(format!("--port={port}"));
+                command
+            }
+            Engine::Firefox => {
+                let mut command = Command::new(geckodriver());
+                command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+                command
+            }
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -70,14 +192,16 @@ impl Driver {
             // Its own process group, so the browsers it starts go with it (see Drop).
             .process_group(0)
             .spawn()
-            .expect("chromedriver is installed (apt-get install chromium chromium-driver)");
+            .unwrap_or_else(|e| {
+                panic!("{engine:?}'s driver is installed (chromium-driver; cargo install geckodriver): {e}")
+            });
         let logs = Logs::default();
         logs.collect(child.stdout.take().expect("stdout"), None);
         logs.collect(child.stderr.take().expect("stderr"), None);
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let status = format!("{url}/status");
-        eventually(Duration::from_secs(20), "chromedriver to be ready", || {
+        eventually(Duration::from_secs(20), "the WebDriver to be ready", || {
             let (http, status) = (http.clone(), status.clone());
             async move {
                 let body: Value = http.get(&status).send().await.ok()?.json().await.ok()?;
@@ -86,6 +210,7 @@ impl Driver {
         })
         .await;
         Driver {
+            engine,
             child,
             url,
             http,
@@ -93,17 +218,32 @@ impl Driver {
         }
     }
 
-    /// A fresh headless Chromium with its own profile.
+    /// A fresh headless browser with its own profile.
     pub async fn browser(&self) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| (*s).to_owned()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
         // Self-signed test certificates are accepted: the TLS test serves one.
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "acceptInsecureCerts": true,
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
-        }}});
+        let capabilities = match self.engine {
+            Engine::Chromium => {
+                let mut args: Vec<String> =
+                    CHROMIUM_FLAGS.iter().map(|s| (*s).to_owned()).collect();
+                args.push(format!("--user-data-dir={}", profile.path().display()));
+                json!({"capabilities": {"alwaysMatch": {
+                    "browserName": "chrome",
+                    "acceptInsecureCerts": true,
+                    "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+                }}})
+            }
+            // geckodriver makes the profile itself, with these preferences.
+            Engine::Firefox => json!({"capabilities": {"alwaysMatch": {
+                "browserName": "firefox",
+                "acceptInsecureCerts": true,
+                "moz:firefoxOptions": {
+                    "binary": "/usr/bin/firefox-esr",
+                    "args": ["-headless"],
+                    "prefs": firefox_prefs(),
+                }
+            }}}),
+        };
         let response: Value = self
             .http
             .post(format!("{}/session", self.url))
@@ -225,5 +365,17 @@ impl Browser {
     pub async fn quit(self) {
         let url = format!("{}/session/{}", self.driver, self.session);
         let _ = self.http.delete(url).send().await;
+    }
+}
+
+/// geckodriver: where `cargo install` puts it, else on PATH.
+fn geckodriver() -> std::path::PathBuf {
+    let installed = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo")))
+        .map(|home| home.join("bin/geckodriver"));
+    match installed {
+        Some(path) if path.is_file() => path,
+        _ => "geckodriver".into(),
     }
 }

@@ -6,6 +6,7 @@ mod browser;
 mod calls;
 mod dialects;
 mod failover;
+mod firefox;
 mod hardening;
 mod manifests;
 mod replicas;
