@@ -43,6 +43,7 @@ const STATS_INTERVAL_MS = 500;
 window.app = app;
 
 const $ = (id) => document.getElementById(id);
+const TITLE = document.title;
 
 // === connection ===
 
@@ -120,7 +121,9 @@ function onMessage(text) {
     case 'negotiate': return onNegotiate(message);
     case 'iceCandidate': return addRemoteCandidate(message.candidate);
     case 'stopCommunication':
-      showError(message.message || 'The call ended');
+      // A hang-up is how calls end, not an error; losing the peer or a timeout is worth a look.
+      if (message.reason === 'hang_up' || !message.reason) showInfo((app.peer || 'The other side') + ' hung up');
+      else showError(message.message || 'The call ended');
       return stop(true);
     case 'iceConfiguration': return onIceConfiguration(message.iceConfiguration);
     case 'error': return onError(message);
@@ -330,7 +333,20 @@ function onIncomingCall(message) {
   $('incomingFrom').textContent = message.from;
   $('incoming').hidden = false;
   $('accept').focus();
+  announce(message.from + ' is calling');
 }
+
+/// An incoming call a user in another tab should notice: the tab's title says so until the
+/// page is looked at, and a notification shows when the user allowed them.
+function announce(text) {
+  if (!document.hidden) return;
+  document.title = '📞 ' + text;
+  if ('Notification' in window && Notification.permission === 'granted') {
+    try { new Notification(text); } catch (e) { /* some browsers allow them from workers only */ }
+  }
+}
+
+document.addEventListener('visibilitychange', () => { if (!document.hidden) document.title = TITLE; });
 
 async function accept() {
   const message = app.incoming;
@@ -377,7 +393,8 @@ async function onCallResponse(message) {
 }
 
 async function startPeerConnection() {
-  app.localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  app.localStream = await navigator.mediaDevices.getUserMedia(mediaConstraints());
+  listDevices();
   $('videoInput').srcObject = app.localStream;
   const pc = new RTCPeerConnection(app.iceConfiguration || {});
   app.pc = pc;
@@ -387,7 +404,8 @@ async function startPeerConnection() {
   };
   pc.ontrack = (event) => { $('videoOutput').srcObject = event.streams[0]; };
   pc.onconnectionstatechange = () => {
-    if (!app.restart) setStatus('Media: ' + pc.connectionState);
+    if (app.pc !== pc) return; // a call that is over
+    if (!app.restart) setStatus(pc.connectionState === 'connected' ? 'In call with ' + app.peer : 'Media: ' + pc.connectionState);
     if (pc.connectionState === 'failed' && !app.negotiation) showError('The media connection failed (check the TURN server)');
   };
   pc.oniceconnectionstatechange = () => onIceConnectionState(pc);
@@ -432,6 +450,7 @@ function stop(remote) {
   $('videoOutput').srcObject = null;
   stopStats();
   setCallState(NO_CALL);
+  if (app.registerState === REGISTERED) setStatus('Registered as ' + app.name);
 }
 
 function toggleTrack(kind, button, offLabel, onLabel) {
@@ -509,6 +528,9 @@ function setCallState(state) {
   if (state === NO_CALL) {
     $('mute').disabled = true;
     $('camera').disabled = true;
+    stopTimer();
+  } else if (state === IN_CALL && !app.timer) {
+    startTimer();
   }
 }
 
@@ -537,13 +559,81 @@ function log(text, kind) {
   box.scrollTop = box.scrollHeight;
 }
 
-/// SDPs are long and say little to a person: show their size instead.
+/// SDPs are long and say little to a person: their size instead. Credentials and the resume
+/// token are secrets: never shown.
 function abbreviate(message) {
-  return JSON.stringify(message, (key, value) =>
-    (key === 'sdpOffer' || key === 'sdpAnswer' || key === 'sdp') && typeof value === 'string' ? '<SDP ' + value.length + ' bytes>' : value);
+  return JSON.stringify(message, (key, value) => {
+    if (typeof value !== 'string') return value;
+    if (key === 'sdpOffer' || key === 'sdpAnswer' || key === 'sdp') return '<SDP ' + value.length + ' bytes>';
+    if (key === 'credential' || key === 'username' || key === 'resumeToken') return '<hidden>';
+    return value;
+  });
+}
+
+// === devices, call timer, diagnostics ===
+
+/// The camera and microphone chosen in the pickers (the defaults until one is chosen).
+function mediaConstraints() {
+  const pick = (id) => ($(id).value ? { deviceId: { exact: $(id).value } } : true);
+  return { audio: pick('microphone'), video: pick('cameraSelect') };
+}
+
+/// Fills the device pickers (labels are known once the page may use the devices).
+async function listDevices() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [select, kind] of [['cameraSelect', 'videoinput'], ['microphone', 'audioinput']]) {
+    const chosen = $(select).value;
+    $(select).replaceChildren(new Option('Default', ''));
+    devices.filter((d) => d.kind === kind).forEach((d, n) => {
+      $(select).add(new Option(d.label || kind + ' ' + (n + 1), d.deviceId));
+    });
+    $(select).value = chosen;
+  }
+}
+
+function startTimer() {
+  stopTimer();
+  const started = Date.now();
+  const show = () => {
+    const seconds = Math.floor((Date.now() - started) / 1000);
+    $('timer').textContent = Math.floor(seconds / 60) + ':' + String(seconds % 60).padStart(2, '0');
+  };
+  show();
+  app.timer = setInterval(show, 1000);
+  $('timer').hidden = false;
+}
+
+function stopTimer() {
+  clearInterval(app.timer);
+  app.timer = null;
+  $('timer').hidden = true;
+}
+
+/// What a bug report needs, on the clipboard: the call's trace id, the path and recent stats.
+async function copyDiagnostics() {
+  const text = [
+    'trace id: ' + $('statTrace').textContent,
+    'state: ' + app.registerState + ', ' + app.callState,
+    'path: ' + $('statPath').textContent,
+    'bitrate in: ' + $('statBitrate').textContent,
+    'round trip: ' + $('statRtt').textContent,
+    'ICE restarts: ' + app.restarts,
+    'browser: ' + navigator.userAgent,
+  ].join('\n');
+  app.diagnostics = text;
+  try {
+    await navigator.clipboard.writeText(text);
+    showInfo('Diagnostics copied');
+  } catch (e) {
+    showInfo('Diagnostics (copy them from the messages below)');
+    log(text, 'out');
+  }
 }
 
 window.addEventListener('load', () => {
+  $('copy').addEventListener('click', copyDiagnostics);
+  listDevices();
   $('register').addEventListener('click', () => register());
   $('name').addEventListener('keydown', (e) => { if (e.key === 'Enter') register(); });
   $('call').addEventListener('click', call);

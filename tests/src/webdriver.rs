@@ -230,7 +230,8 @@ impl Driver {
                 json!({"capabilities": {"alwaysMatch": {
                     "browserName": "chrome",
                     "acceptInsecureCerts": true,
-                    "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
+                    "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                    "goog:loggingPrefs": {"browser": "ALL"}
                 }}})
             }
             // geckodriver makes the profile itself, with these preferences.
@@ -270,10 +271,11 @@ impl Driver {
 impl Browser {
     async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.driver, self.session);
-        let response: Value = self
-            .http
-            .request(method, &url)
-            .json(&body)
+        let mut request = self.http.request(method, &url);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response: Value = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -360,6 +362,42 @@ impl Browser {
             truthy.then_some(value)
         })
         .await
+    }
+
+    /// Sizes the window (its viewport follows), as a phone or a desktop would show the page.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
+    /// A PNG of what the page shows.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let encoded = self
+            .command(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().expect("base64"))
+            .expect("a PNG")
+    }
+
+    /// What Chromium logged as errors in the page's console since the last call (a failed
+    /// load, an uncaught exception, `console.error`).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let entries = self
+            .command(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await;
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .collect()
     }
 
     pub async fn quit(self) {

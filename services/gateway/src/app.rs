@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
 use crate::{
-    balance,
+    assets, balance,
     http::{self, HttpState, Origins},
     ice::{GatewayFilter, IceClient},
     link::{self, Link},
@@ -111,7 +111,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         origins: Origins::parse(&settings.origins),
         next_session: Arc::default(),
     };
-    let router = http::router(state, settings.static_dir.clone());
+    let router = http::router(state, assets::locate(&settings.static_dir)?);
     match &settings.tls {
         Some(tls) => {
             let certificates = tls::Certificates::load(tls.files.clone())?;

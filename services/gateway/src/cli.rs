@@ -46,7 +46,7 @@ pub struct Args {
     pub ice_config_resolve_interval: Duration,
 
     /// The folder of the browser client.
-    #[arg(long, env = "STATIC_DIR", default_value = "static")]
+    #[arg(long, env = "STATIC_DIR", default_value = crate::assets::DEFAULT)]
     pub static_dir: PathBuf,
 
     /// Origins whose pages may open the WebSocket, comma-separated; the gateway's own origin is

@@ -4,6 +4,7 @@
 //! of its own.
 
 pub mod app;
+pub mod assets;
 pub mod balance;
 pub mod cli;
 pub mod http;

@@ -25,7 +25,7 @@ struct Args {
     turn_addr: SocketAddr,
 
     /// The folder of the browser client.
-    #[arg(long, env = "STATIC_DIR", default_value = "static")]
+    #[arg(long, env = "STATIC_DIR", default_value = gateway::assets::DEFAULT)]
     static_dir: PathBuf,
 
     /// Credential lifetime (short, to see refreshes happen).

@@ -9,6 +9,7 @@ mod failover;
 mod firefox;
 mod hardening;
 mod manifests;
+mod page;
 mod replicas;
 mod restarts;
 mod runtime;

@@ -178,3 +178,27 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     .await;
     presented("second").await;
 }
+
+/// `local-stack` started outside the repository still serves the page (and says where its
+/// services' metrics are).
+#[tokio::test]
+async fn the_local_stack_serves_the_page_from_any_directory() {
+    let binary = testkit::binary("local-stack");
+    let script = format!(
+        "cd / && exec {} --http-addr 127.0.0.1:0 --turn-addr 127.0.0.1:0",
+        binary.display()
+    );
+    let stack =
+        testkit::Service::start(std::path::Path::new("/bin/sh"), &["-c", &script], &[]).await;
+    let (status, page) = stack.get("http", "/").await.expect("the page");
+    assert_eq!(status, 200);
+    assert!(page.contains("One-to-one video call"), "{page}");
+    for (key, service) in [
+        ("ice-config-http", "iceconfig"),
+        ("signaling-http", "signaling"),
+    ] {
+        let (status, metrics) = stack.get(key, "/metrics").await.expect("metrics");
+        assert_eq!(status, 200, "{key}");
+        assert!(metrics.contains(&format!("{service}_build_info")), "{key}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Our page as a user sees it, in headless Chromium: what each screen says and shows, at a
+//! desktop's width and a phone's. Screenshots of every state are written to
+//! `target/screenshots/` for a person to look at.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use testkit::{
+    Coturn, Stack,
+    coturn::TurnAuth,
+    stack::{Flags, ephemeral_config},
+    webdriver::{Browser, Driver},
+};
+
+use super::browser::{MEDIA, PAGE, frames_rise};
+
+const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("target/screenshots");
+    dir
+}
+
+/// Shoots `page` at each width, as `<state>-<width>.png`, checking on the way that the page
+/// never scrolls sideways.
+async fn shoot(page: &Browser, state: &str) {
+    for (width, height) in WIDTHS {
+        page.resize(width, height).await;
+        let sideways = page
+            .eval("return document.documentElement.scrollWidth - window.innerWidth")
+            .await;
+        assert!(
+            sideways.as_i64().is_some_and(|extra| extra <= 0),
+            "{state} at {width} px scrolls sideways by {sideways} px"
+        );
+        let png = page.screenshot().await;
+        std::fs::write(screenshots().join(format!("{state}-{width}.png")), png)
+            .expect("write a screenshot");
+    }
+    page.resize(1280, 900).await;
+}
+
+async fn text_of(page: &Browser, id: &str) -> String {
+    page.eval(&format!(
+        "return document.getElementById('{id}').textContent"
+    ))
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_as_a_user_sees_it() {
+    let secret = "page-secret";
+    let turn = Coturn::start(TurnAuth::Secret(secret)).await;
+    let stack = Stack::start(&ephemeral_config(turn.port(), secret), Flags::default()).await;
+    let url = stack.page_url();
+    let driver = Driver::start().await;
+    let (alice, bob) = (driver.browser().await, driver.browser().await);
+
+    // Idle: loads without a single console error (no missing icon either).
+    alice.goto(&url).await;
+    alice
+        .wait_for(
+            PAGE,
+            "the page to connect",
+            "return app.ws && app.ws.readyState === 1",
+        )
+        .await;
+    assert_eq!(alice.console_errors().await, Vec::<String>::new());
+    shoot(&alice, "idle").await;
+    eprintln!("XSTATE {}", alice.eval("const e = document.getElementById('name'); const r = e.getBoundingClientRect(); return [e.disabled, r.x, r.y, r.width, r.height, window.innerWidth, window.innerHeight, app.registerState, document.activeElement && document.activeElement.id]").await);
+
+    // An error: calling before anyone answers to that name.
+    alice.type_into("#name", "alice").await;
+    alice.click("#register").await;
+    alice
+        .wait_for(
+            PAGE,
+            "registration",
+            "return app.registerState === 'registered'",
+        )
+        .await;
+    shoot(&alice, "registered").await;
+    alice.type_into("#peer", "nobody").await;
+    alice.click("#call").await;
+    alice
+        .wait_for(
+            PAGE,
+            "the refusal",
+            "return !document.getElementById('error').hidden",
+        )
+        .await;
+    shoot(&alice, "error").await;
+    // A fresh page for the call (a reloaded one would resume its registration).
+    alice.eval("sessionStorage.clear(); return true").await;
+
+    // Ringing, then a call: the callee sees who calls, both see the call and its timer.
+    for (page, name) in [(&bob, "bob"), (&alice, "alice-2")] {
+        page.goto(&url).await;
+        page.wait_for(
+            PAGE,
+            "the page to connect",
+            "return app.ws && app.ws.readyState === 1",
+        )
+        .await;
+        page.type_into("#name", name).await;
+        page.click("#register").await;
+        page.wait_for(
+            PAGE,
+            "registration",
+            "return app.registerState === 'registered'",
+        )
+        .await;
+    }
+    bob.type_into("#peer", "alice-2").await;
+    bob.click("#call").await;
+    alice
+        .wait_for(
+            PAGE,
+            "the incoming call",
+            "return !document.getElementById('incoming').hidden",
+        )
+        .await;
+    shoot(&alice, "ringing").await;
+    alice.click("#accept").await;
+    alice
+        .wait_for(
+            PAGE,
+            "the call to be up",
+            "return app.callState === 'In call'",
+        )
+        .await;
+    frames_rise(&alice, "video in the call").await;
+    alice
+        .wait_for(
+            MEDIA,
+            "the path",
+            "return document.getElementById('statPath').textContent.startsWith('relay')",
+        )
+        .await;
+    assert!(!text_of(&alice, "statTrace").await.starts_with('–'));
+    alice
+        .wait_for(
+            PAGE,
+            "the call timer",
+            "return /^0:0[1-9]/.test(document.getElementById('timer').textContent)",
+        )
+        .await;
+    shoot(&alice, "in-call").await;
+
+    // No secret is ever shown: neither the TURN credential nor the username, nor the resume
+    // token, in the page or in its message box.
+    for page in [&alice, &bob] {
+        let secrets = page
+            .eval(
+                "const s = app.iceConfiguration.iceServers[0]; \
+                 const r = JSON.parse(sessionStorage.getItem('registration') || '{}'); return [s.credential, s.username, r.token || ''].filter((x) => x)",
+            )
+            .await;
+        let shown = page.eval("return document.body.innerText").await;
+        for secret in secrets.as_array().expect("secrets") {
+            let secret = secret.as_str().expect("text");
+            assert!(
+                !shown.as_str().unwrap_or_default().contains(secret),
+                "the page shows a secret: {secret}"
+            );
+        }
+    }
+
+    // Diagnostics for a bug report: the trace id and the path, in one click.
+    alice.click("#copy").await;
+    let diagnostics = alice
+        .wait_for(PAGE, "the diagnostics", "return app.diagnostics")
+        .await;
+    let trace = text_of(&alice, "statTrace").await;
+    assert!(
+        diagnostics
+            .as_str()
+            .is_some_and(|d| d.contains(&trace) && d.contains("relay")),
+        "{diagnostics}"
+    );
+
+    // A normal hang-up is not an error, and neither page still says the media is connected.
+    bob.click("#terminate").await;
+    alice
+        .wait_for(
+            PAGE,
+            "the end of the call",
+            "return app.callState === 'No call'",
+        )
+        .await;
+    for (page, name) in [(&alice, "alice-2"), (&bob, "bob")] {
+        page.wait_for(
+            PAGE,
+            "the registered status",
+            &format!(
+                "return document.getElementById('status').textContent === 'Registered as {name}'"
+            ),
+        )
+        .await;
+        assert_eq!(
+            page.eval("return document.getElementById('timer').hidden")
+                .await,
+            json!(true)
+        );
+    }
+    assert_eq!(
+        alice
+            .eval("return document.getElementById('error').hidden")
+            .await,
+        json!(true),
+        "a hang-up shown as an error"
+    );
+    assert!(text_of(&alice, "console").await.contains("bob hung up"));
+
+    // Keyboard only: every control is reachable with Tab.
+    let unreachable = alice
+        .eval(
+            "return [...document.querySelectorAll('button, input, select')] \
+             .filter((e) => e.tabIndex < 0).map((e) => e.id)",
+        )
+        .await;
+    assert_eq!(unreachable, json!([]));
+    assert_eq!(alice.console_errors().await, Vec::<String>::new());
+
+    alice.quit().await;
+    bob.quit().await;
+}
