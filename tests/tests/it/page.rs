@@ -1,6 +1,6 @@
-//! Our page as a user sees it, in headless Chromium: what each screen says and shows, at a
-//! desktop's width and a phone's. Screenshots of every state are written to
-//! `target/screenshots/` for a person to look at.
+//! Our page as a user sees it, in headless Chromium and Firefox: what each screen says and
+//! shows, at a desktop's width and a phone's. Screenshots of every state are written to
+//! `target/screenshots/<browser>/` for a person to look at.
 
 use std::path::PathBuf;
 
@@ -9,22 +9,25 @@ use testkit::{
     Coturn, Stack,
     coturn::TurnAuth,
     stack::{Flags, ephemeral_config},
-    webdriver::{Browser, Driver},
+    webdriver::{Browser, Driver, Engine},
 };
 
 use super::browser::{MEDIA, PAGE, frames_rise};
 
 const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
 
-fn screenshots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+fn screenshots(engine: Engine) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/screenshots")
+        .join(format!("{engine:?}").to_lowercase());
     std::fs::create_dir_all(&dir).expect("target/screenshots");
     dir
 }
 
 /// Shoots `page` at each width, as `<state>-<width>.png`, checking on the way that the page
-/// never scrolls sideways.
-async fn shoot(page: &Browser, state: &str) {
+/// never scrolls sideways. (Firefox keeps its windows at least 500 px wide: its phone shot is
+/// that wide.)
+async fn shoot(engine: Engine, page: &Browser, state: &str) {
     for (width, height) in WIDTHS {
         page.resize(width, height).await;
         let sideways = page
@@ -35,8 +38,11 @@ async fn shoot(page: &Browser, state: &str) {
             "{state} at {width} px scrolls sideways by {sideways} px"
         );
         let png = page.screenshot().await;
-        std::fs::write(screenshots().join(format!("{state}-{width}.png")), png)
-            .expect("write a screenshot");
+        std::fs::write(
+            screenshots(engine).join(format!("{state}-{width}.png")),
+            png,
+        )
+        .expect("write a screenshot");
     }
     page.resize(1280, 900).await;
 }
@@ -51,14 +57,48 @@ async fn text_of(page: &Browser, id: &str) -> String {
     .to_owned()
 }
 
+/// What the browser reports as errors on the page: Chromium's console; for both, the page's
+/// own message box.
+async fn errors(engine: Engine, page: &Browser) -> Vec<String> {
+    let mut errors = match engine {
+        Engine::Chromium => page.console_errors().await,
+        // geckodriver has no console log to read.
+        Engine::Firefox => Vec::new(),
+    };
+    let logged = page
+        .eval("return [...document.querySelectorAll('#console .err')].map((e) => e.textContent)")
+        .await;
+    errors.extend(
+        logged
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str().map(str::to_owned)),
+    );
+    errors
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_page_as_a_user_sees_it() {
+async fn the_page_as_a_user_sees_it_in_chromium() {
+    the_page_as_a_user_sees_it(Engine::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_as_a_user_sees_it_in_firefox() {
+    the_page_as_a_user_sees_it(Engine::Firefox).await;
+}
+
+async fn the_page_as_a_user_sees_it(engine: Engine) {
     let secret = "page-secret";
     let turn = Coturn::start(TurnAuth::Secret(secret)).await;
     let stack = Stack::start(&ephemeral_config(turn.port(), secret), Flags::default()).await;
     let url = stack.page_url();
-    let driver = Driver::start().await;
-    let (alice, bob) = (driver.browser().await, driver.browser().await);
+    // geckodriver serves one browser each.
+    let drivers = [
+        Driver::start_engine(engine).await,
+        Driver::start_engine(engine).await,
+    ];
+    let (alice, bob) = (drivers[0].browser().await, drivers[1].browser().await);
 
     // Idle: loads without a single console error (no missing icon either).
     alice.goto(&url).await;
@@ -69,8 +109,8 @@ async fn the_page_as_a_user_sees_it() {
             "return app.ws && app.ws.readyState === 1",
         )
         .await;
-    assert_eq!(alice.console_errors().await, Vec::<String>::new());
-    shoot(&alice, "idle").await;
+    assert_eq!(errors(engine, &alice).await, Vec::<String>::new());
+    shoot(engine, &alice, "idle").await;
     eprintln!("XSTATE {}", alice.eval("const e = document.getElementById('name'); const r = e.getBoundingClientRect(); return [e.disabled, r.x, r.y, r.width, r.height, window.innerWidth, window.innerHeight, app.registerState, document.activeElement && document.activeElement.id]").await);
 
     // An error: calling before anyone answers to that name.
@@ -83,7 +123,7 @@ async fn the_page_as_a_user_sees_it() {
             "return app.registerState === 'registered'",
         )
         .await;
-    shoot(&alice, "registered").await;
+    shoot(engine, &alice, "registered").await;
     alice.type_into("#peer", "nobody").await;
     alice.click("#call").await;
     alice
@@ -93,7 +133,7 @@ async fn the_page_as_a_user_sees_it() {
             "return !document.getElementById('error').hidden",
         )
         .await;
-    shoot(&alice, "error").await;
+    shoot(engine, &alice, "error").await;
     // A fresh page for the call (a reloaded one would resume its registration).
     alice.eval("sessionStorage.clear(); return true").await;
 
@@ -124,7 +164,7 @@ async fn the_page_as_a_user_sees_it() {
             "return !document.getElementById('incoming').hidden",
         )
         .await;
-    shoot(&alice, "ringing").await;
+    shoot(engine, &alice, "ringing").await;
     alice.click("#accept").await;
     alice
         .wait_for(
@@ -149,7 +189,7 @@ async fn the_page_as_a_user_sees_it() {
             "return /^0:0[1-9]/.test(document.getElementById('timer').textContent)",
         )
         .await;
-    shoot(&alice, "in-call").await;
+    shoot(engine, &alice, "in-call").await;
 
     // No secret is ever shown: neither the TURN credential nor the username, nor the resume
     // token, in the page or in its message box.
@@ -224,7 +264,7 @@ async fn the_page_as_a_user_sees_it() {
         )
         .await;
     assert_eq!(unreachable, json!([]));
-    assert_eq!(alice.console_errors().await, Vec::<String>::new());
+    assert_eq!(errors(engine, &alice).await, Vec::<String>::new());
 
     alice.quit().await;
     bob.quit().await;
