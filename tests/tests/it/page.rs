@@ -155,6 +155,10 @@ async fn the_page_as_a_user_sees_it(engine: Engine) {
         )
         .await;
     }
+    // Alice's tab is in the background when the call comes: its title says so.
+    alice
+        .eval("Object.defineProperty(document, 'hidden', {value: true, configurable: true}); return true")
+        .await;
     bob.type_into("#peer", "alice-2").await;
     bob.click("#call").await;
     alice
@@ -164,6 +168,18 @@ async fn the_page_as_a_user_sees_it(engine: Engine) {
             "return !document.getElementById('incoming').hidden",
         )
         .await;
+    let title = alice.eval("return document.title").await;
+    assert_eq!(title, json!("📞 bob is calling"));
+    alice
+        .eval(
+            "Object.defineProperty(document, 'hidden', {value: false, configurable: true}); \
+             document.dispatchEvent(new Event('visibilitychange')); return true",
+        )
+        .await;
+    assert_eq!(
+        alice.eval("return document.title").await,
+        json!("STUNner one-to-one call")
+    );
     shoot(engine, &alice, "ringing").await;
     alice.click("#accept").await;
     alice
@@ -190,6 +206,16 @@ async fn the_page_as_a_user_sees_it(engine: Engine) {
         )
         .await;
     shoot(engine, &alice, "in-call").await;
+    // The camera and microphone can be picked once the page may use them.
+    let choices = alice
+        .eval("return ['cameraSelect', 'microphone'].map((id) => document.getElementById(id).options.length)")
+        .await;
+    assert!(
+        choices
+            .as_array()
+            .is_some_and(|c| c.iter().all(|n| n.as_u64() >= Some(2))),
+        "{choices}"
+    );
 
     // No secret is ever shown: neither the TURN credential nor the username, nor the resume
     // token, in the page or in its message box.
