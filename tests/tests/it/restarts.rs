@@ -199,13 +199,12 @@ async fn both_pages_restarting_at_once_settle_on_one_negotiation() {
 
 async fn page(stack: &Stack, name: &str, extensions: bool) -> Socket {
     let mut socket = stack.browser().await;
-    socket
-        .send(json!({"id": "register", "name": name, "extensions": extensions}))
-        .await;
-    assert_eq!(
-        socket.expect("registerResponse").await["response"],
-        "accepted"
-    );
+    let reply = if extensions {
+        socket.register(name).await
+    } else {
+        socket.register_as_tutorial(name).await
+    };
+    assert_eq!(reply["response"], "accepted", "{reply}");
     socket
 }
 

@@ -235,15 +235,8 @@ async fn an_ice_restart_is_a_span_of_the_call_and_a_metric() {
     let stack = traced_stack(&collector).await;
     let mut alice = stack.browser().await;
     let mut bob = stack.browser().await;
-    for (socket, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-        socket
-            .send(json!({"id": "register", "name": name, "extensions": true}))
-            .await;
-        assert_eq!(
-            socket.expect("registerResponse").await["response"],
-            "accepted"
-        );
-    }
+    alice.register_ok("alice").await;
+    bob.register_ok("bob").await;
     alice
         .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
         .await;
