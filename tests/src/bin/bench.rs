@@ -18,6 +18,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use stunner_proto::iceconfig::v1::{GetIceConfigRequest, ice_config_service_client};
 
 use serde_json::{Value, json};
 use testkit::{
@@ -313,12 +314,11 @@ async fn expect(browser: &mut Browser, id: &str) -> Value {
 }
 
 /// Requests per second ice-config answers, `concurrency` requests in flight, over gRPC (spread
-/// over 4 HTTP/2 connections) and then over REST (HTTP/1.1 keep-alive).
+/// over 4 HTTP/2 connections) and over REST (HTTP/1.1 keep-alive); each beside the cheapest
+/// request the same server answers on the same API (gRPC health `Check`, `/healthz`), as a ratio
+/// of ice-config's CPU per request: what an ICE configuration costs above a health check.
 async fn ice_config_throughput(stack: &Topology, pid: u32, seconds: u64, concurrency: usize) {
-    use stunner_proto::iceconfig::v1::{
-        GetIceConfigRequest, ice_config_service_client::IceConfigServiceClient,
-    };
-    println!("== ice-config: {concurrency} requests in flight for {seconds}s each way");
+    println!("== ice-config: {concurrency} requests in flight for {seconds}s each");
     let mut channels = Vec::new();
     for _ in 0..4 {
         let channel = tonic::transport::Endpoint::from_shared(stack.ice_config.url("grpc", ""))
@@ -329,15 +329,17 @@ async fn ice_config_throughput(stack: &Topology, pid: u32, seconds: u64, concurr
             .expect("connect to ice-config");
         channels.push(channel);
     }
-    let rest_url = stack.ice_config.url(
-        "http",
-        "/ice?service=turn&username=bench&iceTransportPolicy=relay",
-    );
     let rest = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
-    for api in ["gRPC", "REST"] {
+    let ice_url = stack.ice_config.url(
+        "http",
+        "/ice?service=turn&username=bench&iceTransportPolicy=relay",
+    );
+    let health_url = stack.ice_config.url("http", "/healthz");
+    let mut cost = std::collections::HashMap::new();
+    for call in [Call::Health, Call::Ice, Call::Healthz, Call::Rest] {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let cpu_before = cpu_ticks(&[pid]);
@@ -345,23 +347,38 @@ async fn ice_config_throughput(stack: &Topology, pid: u32, seconds: u64, concurr
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..concurrency {
             let (done, stop) = (done.clone(), stop.clone());
-            let mut grpc = IceConfigServiceClient::new(channels[n % channels.len()].clone());
-            let (rest, rest_url) = (rest.clone(), rest_url.clone());
+            let channel = channels[n % channels.len()].clone();
+            let (rest, url) = (
+                rest.clone(),
+                if call == Call::Rest {
+                    ice_url.clone()
+                } else {
+                    health_url.clone()
+                },
+            );
             tasks.spawn(async move {
+                let mut grpc =
+                    ice_config_service_client::IceConfigServiceClient::new(channel.clone());
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 while !stop.load(Ordering::Relaxed) {
-                    let ok = if api == "gRPC" {
-                        let request = GetIceConfigRequest {
-                            user_id: format!("user{n}"),
-                            ..Default::default()
-                        };
-                        grpc.get_ice_config(request).await.is_ok()
-                    } else {
-                        match rest.get(&rest_url).send().await {
+                    let ok = match call {
+                        Call::Ice => {
+                            let request = GetIceConfigRequest {
+                                user_id: format!("user{n}"),
+                                ..Default::default()
+                            };
+                            grpc.get_ice_config(request).await.is_ok()
+                        }
+                        Call::Health => health
+                            .check(tonic_health::pb::HealthCheckRequest::default())
+                            .await
+                            .is_ok(),
+                        Call::Rest | Call::Healthz => match rest.get(&url).send().await {
                             Ok(response) => response.bytes().await.is_ok(),
                             Err(_) => false,
-                        }
+                        },
                     };
-                    assert!(ok, "ice-config failed a {api} request");
+                    assert!(ok, "ice-config failed a {call:?} request");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -373,12 +390,41 @@ async fn ice_config_throughput(stack: &Topology, pid: u32, seconds: u64, concurr
         }
         let elapsed = started.elapsed().as_secs_f64();
         let done = done.load(Ordering::Relaxed);
-        let cpu_us = (cpu_ticks(&[pid]) - cpu_before) as f64 * 10_000.0;
+        let cpu_us = (cpu_ticks(&[pid]) - cpu_before) as f64 * 10_000.0 / done as f64;
+        cost.insert(call, cpu_us);
         println!(
-            "{api:<5} {done} requests in {elapsed:.1}s = {:.0} req/s, ice-config CPU {:.1} us per request",
+            "{:<28} {done} requests in {elapsed:.1}s = {:.0} req/s, ice-config CPU {cpu_us:.1} us per request",
+            call.name(),
             done as f64 / elapsed,
-            cpu_us / done as f64
         );
+    }
+    println!(
+        "ratio gRPC GetIceConfig / health Check CPU: {:.2} (goal <= 1.3)",
+        cost[&Call::Ice] / cost[&Call::Health]
+    );
+    println!(
+        "ratio REST /ice / /healthz CPU: {:.2} (goal <= 1.3)",
+        cost[&Call::Rest] / cost[&Call::Healthz]
+    );
+}
+
+/// What the ice-config phase asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Call {
+    Health,
+    Ice,
+    Healthz,
+    Rest,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Call::Health => "gRPC grpc.health.v1 Check",
+            Call::Ice => "gRPC GetIceConfig",
+            Call::Healthz => "REST /healthz",
+            Call::Rest => "REST /ice",
+        }
     }
 }
 
