@@ -374,8 +374,10 @@ async fn ice_config_throughput(stack: &Topology, pid: u32, seconds: u64, concurr
                             .await
                             .is_ok(),
                         Call::Rest | Call::Healthz => match rest.get(&url).send().await {
-                            Ok(response) => response.bytes().await.is_ok(),
-                            Err(_) => false,
+                            Ok(response) if response.status().is_success() => {
+                                response.bytes().await.is_ok()
+                            }
+                            _ => false,
                         },
                     };
                     assert!(ok, "ice-config failed a {call:?} request");
