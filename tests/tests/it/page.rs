@@ -111,7 +111,6 @@ async fn the_page_as_a_user_sees_it(engine: Engine) {
         .await;
     assert_eq!(errors(engine, &alice).await, Vec::<String>::new());
     shoot(engine, &alice, "idle").await;
-    eprintln!("XSTATE {}", alice.eval("const e = document.getElementById('name'); const r = e.getBoundingClientRect(); return [e.disabled, r.x, r.y, r.width, r.height, window.innerWidth, window.innerHeight, app.registerState, document.activeElement && document.activeElement.id]").await);
 
     // An error: calling before anyone answers to that name.
     alice.type_into("#name", "alice").await;
