@@ -11,13 +11,16 @@ use std::{
 
 use axum::{
     extract::MatchedPath,
-    http::{Request, Response},
+    http::{Method, Request, Response},
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::metrics::{Standard, standard};
+
+/// The gRPC status of a path no service serves.
+const UNIMPLEMENTED: &str = "12";
 
 /// Times gRPC calls.
 #[derive(Clone, Copy, Debug, Default)]
@@ -109,8 +112,22 @@ impl Kind for HttpMetrics {
             .extensions()
             .get::<MatchedPath>()
             .map_or("other", MatchedPath::as_str);
+        // Methods outside HTTP's own set are one label, as the conventions say: a client may
+        // send any token there.
+        let method = match *request.method() {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::CONNECT
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::PATCH => request.method().as_str(),
+            _ => "_OTHER",
+        };
         Call::Http {
-            method: request.method().as_str().to_owned(),
+            method: method.to_owned(),
             route: route.to_owned(),
         }
     }
@@ -186,6 +203,13 @@ impl<B> TimedBody<B> {
             Call::Grpc { service, method } => {
                 // A stream cut before its trailers: the client went away.
                 let status = self.status.take().unwrap_or_else(|| "1".into());
+                // UNIMPLEMENTED: a path no service serves, named by the client; one label for
+                // all of them, so a client cannot grow the metrics without bound.
+                let (service, method) = if status == UNIMPLEMENTED {
+                    ("unknown".to_owned(), "unknown".to_owned())
+                } else {
+                    (service, method)
+                };
                 metrics.rpc(service, method, status, seconds);
             }
             Call::Http { method, route } => {
@@ -232,5 +256,57 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::*;
+
+    /// A client names the path and the method: unknown ones must not become labels each.
+    #[tokio::test]
+    async fn unknown_paths_and_methods_are_one_label_each() {
+        let unimplemented = tower::service_fn(|_: Request<()>| async {
+            let response = Response::builder()
+                .header("grpc-status", UNIMPLEMENTED)
+                .body(tonic::body::Body::empty())
+                .expect("a response");
+            Ok::<_, Infallible>(response)
+        });
+        let mut grpc = GrpcMetrics.layer(unimplemented);
+        for n in 0..3 {
+            let request = Request::builder()
+                .uri(format!("/made.Up{n}/Path"))
+                .body(())
+                .expect("a request");
+            let response = grpc.ready().await.expect("ready").call(request).await;
+            drop(response);
+        }
+        let ok = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+        });
+        let mut http = HttpMetrics.layer(ok);
+        let request = Request::builder()
+            .method("FROBNICATE")
+            .uri("/anything")
+            .body(())
+            .expect("a request");
+        drop(http.ready().await.expect("ready").call(request).await);
+
+        let text = crate::metrics::render(&prometheus_client::registry::Registry::default());
+        assert!(text.contains(
+            "rpc_server_duration_seconds_count{rpc_service=\"unknown\",rpc_method=\"unknown\",rpc_grpc_status_code=\"12\"} 3"
+        ), "{text}");
+        assert!(text.contains(
+            "http_server_request_duration_seconds_count{http_request_method=\"_OTHER\",http_route=\"other\",http_response_status_code=\"200\"} 1"
+        ), "{text}");
+        assert!(
+            !text.contains("made.Up") && !text.contains("FROBNICATE"),
+            "{text}"
+        );
     }
 }
