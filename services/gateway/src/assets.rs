@@ -20,14 +20,8 @@ pub fn locate(given: &Path) -> anyhow::Result<PathBuf> {
             .ok()
             .and_then(|exe| exe.parent().map(Path::to_owned))
             .into_iter()
-            // target/<profile>/<binary>, or an installed bin/ beside share/.
-            .flat_map(|dir| {
-                [
-                    dir.join(DEFAULT),
-                    dir.join("../../static"),
-                    dir.join("../share/stunner-calls/static"),
-                ]
-            });
+            // Beside the binary, or two levels up from target/<profile>/<binary>.
+            .flat_map(|dir| [dir.join(DEFAULT), dir.join("../..").join(DEFAULT)]);
         let source_tree = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../static");
         if let Some(found) = beside_binary.chain([source_tree]).find(|dir| has_page(dir)) {
             return Ok(found);
