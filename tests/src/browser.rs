@@ -172,6 +172,25 @@ impl Browser {
         reply
     }
 
+    /// Calls `callee` (registered as `callee_name`; this page as `caller_name`), who accepts:
+    /// this page's `callResponse` and the callee's `startCommunication`.
+    pub async fn call_answered(
+        &mut self,
+        caller_name: &str,
+        callee: &mut Browser,
+        callee_name: &str,
+    ) -> (Value, Value) {
+        self.send(json!({"id": "call", "to": callee_name, "sdpOffer": "o"}))
+            .await;
+        callee.expect("incomingCall").await;
+        callee
+            .send(json!({"id": "incomingCallResponse", "from": caller_name, "callResponse": "accept", "sdpAnswer": "a"}))
+            .await;
+        let accepted = self.expect("callResponse").await;
+        let started = callee.expect("startCommunication").await;
+        (accepted, started)
+    }
+
     /// The close frame the server ends the socket with.
     pub async fn closed(&mut self) -> Option<CloseFrame> {
         loop {

@@ -108,27 +108,35 @@ pub async fn call_and_check_across(
 /// A page, its user's name, and where it is loaded from.
 pub type Party<'a> = (&'a Browser, &'a str, &'a str);
 
+/// Loads the page at `url` and waits for its socket to the gateway.
+pub async fn open(page: &Browser, url: &str) {
+    page.goto(url).await;
+    page.wait_for(
+        PAGE,
+        "the page to connect",
+        "return window.app && app.ws && app.ws.readyState === 1",
+    )
+    .await;
+}
+
+/// Registers `name` with the page's own controls.
+pub async fn register(page: &Browser, name: &str) {
+    page.type_into("#name", name).await;
+    page.click("#register").await;
+    page.wait_for(
+        PAGE,
+        "registration",
+        "return app.registerState === 'registered'",
+    )
+    .await;
+}
+
 /// Both pages load and register; the caller calls the callee, who accepts; the call is up.
 pub async fn call_up(caller: Party<'_>, callee: Party<'_>) {
     let (alice, bob) = (caller.0, callee.0);
     for (browser, name, page) in [caller, callee] {
-        browser.goto(page).await;
-        browser
-            .wait_for(
-                PAGE,
-                "the page to connect",
-                "return window.app && app.ws && app.ws.readyState === 1",
-            )
-            .await;
-        browser.type_into("#name", name).await;
-        browser.click("#register").await;
-        browser
-            .wait_for(
-                PAGE,
-                "registration",
-                "return app.registerState === 'registered'",
-            )
-            .await;
+        open(browser, page).await;
+        register(browser, name).await;
         let policy = browser
             .eval("return app.iceConfiguration.iceTransportPolicy")
             .await;

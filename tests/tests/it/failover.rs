@@ -32,15 +32,10 @@ impl Call {
         caller.register_ok(&caller_name).await;
         let mut callee = t.browser_on(1 % t.gateways.len()).await;
         callee.register_ok(&callee_name).await;
-        caller
-            .send(json!({"id": "call", "to": callee_name, "sdpOffer": "o"}))
+        let (accepted, _) = caller
+            .call_answered(&caller_name, &mut callee, &callee_name)
             .await;
-        callee.expect("incomingCall").await;
-        callee
-            .send(json!({"id": "incomingCallResponse", "from": caller_name, "callResponse": "accept", "sdpAnswer": "a"}))
-            .await;
-        assert_eq!(caller.expect("callResponse").await["response"], "accepted");
-        callee.expect("startCommunication").await;
+        assert_eq!(accepted["response"], "accepted");
         Call {
             caller,
             callee,
@@ -343,14 +338,8 @@ async fn a_page_whose_gateway_dies_rejoins_its_call_through_another() {
         .to_owned();
     let mut bob = t.browser_on(1).await;
     bob.register_ok("bob").await;
-    alice
-        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
-        .await;
-    let call_id = bob.expect("incomingCall").await["callId"].clone();
-    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"}))
-        .await;
-    alice.expect("callResponse").await;
-    bob.expect("startCommunication").await;
+    let (_, started) = alice.call_answered("alice", &mut bob, "bob").await;
+    let call_id = started["callId"].clone();
 
     // Alice's gateway dies with her socket; Bob is not told the call ended.
     t.gateways[0].kill().await;

@@ -12,7 +12,7 @@ use testkit::{
     webdriver::{Browser, Driver, Engine},
 };
 
-use super::browser::{MEDIA, PAGE, frames_rise};
+use super::browser::{MEDIA, PAGE, frames_rise, open, register};
 
 const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
 
@@ -101,27 +101,12 @@ async fn the_page_as_a_user_sees_it(engine: Engine) {
     let (alice, bob) = (drivers[0].browser().await, drivers[1].browser().await);
 
     // Idle: loads without a single console error (no missing icon either).
-    alice.goto(&url).await;
-    alice
-        .wait_for(
-            PAGE,
-            "the page to connect",
-            "return app.ws && app.ws.readyState === 1",
-        )
-        .await;
+    open(&alice, &url).await;
     assert_eq!(errors(engine, &alice).await, Vec::<String>::new());
     shoot(engine, &alice, "idle").await;
 
     // An error: calling before anyone answers to that name.
-    alice.type_into("#name", "alice").await;
-    alice.click("#register").await;
-    alice
-        .wait_for(
-            PAGE,
-            "registration",
-            "return app.registerState === 'registered'",
-        )
-        .await;
+    register(&alice, "alice").await;
     shoot(engine, &alice, "registered").await;
     alice.type_into("#peer", "nobody").await;
     alice.click("#call").await;
@@ -138,21 +123,8 @@ async fn the_page_as_a_user_sees_it(engine: Engine) {
 
     // Ringing, then a call: the callee sees who calls, both see the call and its timer.
     for (page, name) in [(&bob, "bob"), (&alice, "alice-2")] {
-        page.goto(&url).await;
-        page.wait_for(
-            PAGE,
-            "the page to connect",
-            "return app.ws && app.ws.readyState === 1",
-        )
-        .await;
-        page.type_into("#name", name).await;
-        page.click("#register").await;
-        page.wait_for(
-            PAGE,
-            "registration",
-            "return app.registerState === 'registered'",
-        )
-        .await;
+        open(page, &url).await;
+        register(page, name).await;
     }
     // Alice's tab is in the background when the call comes: its title says so.
     alice

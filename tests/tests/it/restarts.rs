@@ -208,17 +208,9 @@ async fn page(stack: &Stack, name: &str, extensions: bool) -> Socket {
     socket
 }
 
-/// Alice calls Bob, who accepts: (alice, bob, the call id).
+/// Alice calls Bob, who accepts: alice's `callResponse`, bob's `startCommunication`.
 async fn call(alice: &mut Socket, bob: &mut Socket) -> (serde_json::Value, serde_json::Value) {
-    alice
-        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
-        .await;
-    bob.expect("incomingCall").await;
-    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"}))
-        .await;
-    let accepted = alice.expect("callResponse").await;
-    let started = bob.expect("startCommunication").await;
-    (accepted, started)
+    alice.call_answered("alice", bob, "bob").await
 }
 
 fn negotiate(kind: &str, sdp: &str) -> serde_json::Value {

@@ -237,14 +237,7 @@ async fn an_ice_restart_is_a_span_of_the_call_and_a_metric() {
     let mut bob = stack.browser().await;
     alice.register_ok("alice").await;
     bob.register_ok("bob").await;
-    alice
-        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
-        .await;
-    bob.expect("incomingCall").await;
-    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"}))
-        .await;
-    let accepted = alice.expect("callResponse").await;
-    bob.expect("startCommunication").await;
+    let (accepted, _) = alice.call_answered("alice", &mut bob, "bob").await;
     let trace_id = accepted["traceId"].as_str().expect("traceId").to_owned();
 
     alice
@@ -313,13 +306,7 @@ async fn metrics_follow_calls_and_failures() {
     let mut mallory = stack.browser().await;
     assert_eq!(mallory.register("bob").await["reason"], "name_taken");
 
-    alice
-        .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
-        .await;
-    bob.expect("incomingCall").await;
-    bob.send(json!({"id": "incomingCallResponse", "from": "alice", "callResponse": "accept", "sdpAnswer": "a"})).await;
-    alice.expect("callResponse").await;
-    bob.expect("startCommunication").await;
+    alice.call_answered("alice", &mut bob, "bob").await;
     carol
         .send(json!({"id": "call", "to": "bob", "sdpOffer": "o"}))
         .await;

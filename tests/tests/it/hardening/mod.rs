@@ -47,12 +47,7 @@ async fn in_call(stack: &testkit::Stack, caller: &str, callee: &str) -> (Browser
     a.register_ok(caller).await;
     let mut b = stack.browser().await;
     b.register_ok(callee).await;
-    a.send(json!({"id": "call", "to": callee, "sdpOffer": "o"}))
-        .await;
-    b.expect("incomingCall").await;
-    b.send(json!({"id": "incomingCallResponse", "from": caller, "callResponse": "accept", "sdpAnswer": "a"}))
-        .await;
-    assert_eq!(a.expect("callResponse").await["response"], "accepted");
-    b.expect("startCommunication").await;
+    let (accepted, _) = a.call_answered(caller, &mut b, callee).await;
+    assert_eq!(accepted["response"], "accepted");
     (a, b)
 }
