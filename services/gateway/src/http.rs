@@ -32,8 +32,10 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// at its header and the connection may end in a TCP reset instead.
 const MAX_FRAME: usize = 1024 * 1024;
 /// Socket buffers, sized for idle sessions: tungstenite's defaults (128 KiB to read) would cost
-/// ~110 KiB per idle browser.
-const READ_BUFFER: usize = 4 * 1024;
+/// ~110 KiB per idle browser. The read buffer is allocated, and filled, for the connection's
+/// whole life, so it is most of what an idle session costs: 1 KiB takes a registration or a
+/// candidate in one read, and a 4 KB SDP in four (it grows to the largest message read).
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 
 #[derive(Clone)]

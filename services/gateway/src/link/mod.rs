@@ -21,6 +21,7 @@
 //! (Over 300 lines: the routing table and what happens to unacknowledged messages belong
 //! together.)
 
+mod mailbox;
 mod replica;
 mod view;
 
@@ -40,8 +41,8 @@ use stunner_proto::signaling::v1::{
 };
 use svc_common::auth::Bearer;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use mailbox::Mailbox;
 use view::{Position, View};
 
 pub use replica::run;
@@ -63,46 +64,29 @@ pub enum Ended {
     TooSlow,
 }
 
-/// A session's end of the table: its queue, and how it learns it was ended.
+/// A session's end of the table: its queue of deliveries, which tells it when it was ended.
 pub struct SessionHandle {
-    inbox: mpsc::Receiver<Box<SessionMessage>>,
-    pub ended: CancellationToken,
-    reason: Arc<Mutex<Option<Ended>>>,
-    /// Bytes in this session's queue, and in every session's.
-    queued: Arc<AtomicUsize>,
-    all_queued: Arc<AtomicUsize>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl SessionHandle {
     pub fn reason(&self) -> Option<Ended> {
-        *lock(&self.reason)
+        self.mailbox.ended_for()
     }
 
     /// The next message for the session; `None` once it was ended.
     pub async fn recv(&mut self) -> Option<Box<SessionMessage>> {
-        let message = self.inbox.recv().await?;
-        let bytes = message.encoded_len();
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
-        self.all_queued.fetch_sub(bytes, Ordering::Relaxed);
-        Some(message)
+        self.mailbox.recv().await
     }
-}
 
-impl Drop for SessionHandle {
-    fn drop(&mut self) {
-        // What was never read leaves the total with the session.
-        let left = self.queued.swap(0, Ordering::Relaxed);
-        self.all_queued.fetch_sub(left, Ordering::Relaxed);
+    /// Completes once the session was ended; for use while not receiving.
+    pub async fn ended(&self) {
+        self.mailbox.ended().await;
     }
 }
 
 struct Entry {
-    // Boxed: the channel allocates slots in blocks of 32, so an idle session that has received
-    // anything would otherwise hold 32 whole messages' worth of memory.
-    inbox: mpsc::Sender<Box<SessionMessage>>,
-    ended: CancellationToken,
-    reason: Arc<Mutex<Option<Ended>>>,
-    queued: Arc<AtomicUsize>,
+    mailbox: Arc<Mailbox>,
     /// The replica this session's messages go to.
     home: Option<u64>,
     /// The last message sent to its home (a stream's sequence number).
@@ -229,31 +213,18 @@ impl Link {
 
     /// Adds a session to the routing table.
     pub fn open(&self, session: u64) -> SessionHandle {
-        let (inbox, rx) = mpsc::channel(self.session_queue);
-        let ended = CancellationToken::new();
-        let reason = Arc::new(Mutex::new(None));
-        let queued = Arc::new(AtomicUsize::new(0));
         let mut state = self.state();
-        let all_queued = state.all_queued.clone();
+        let mailbox = Mailbox::new(self.session_queue, state.all_queued.clone());
         state.sessions.insert(
             session,
             Entry {
-                inbox,
-                ended: ended.clone(),
-                reason: reason.clone(),
-                queued: queued.clone(),
+                mailbox: mailbox.clone(),
                 home: None,
                 last_seq: 0,
                 view: View::default(),
             },
         );
-        SessionHandle {
-            inbox: rx,
-            ended,
-            reason,
-            queued,
-            all_queued,
-        }
+        SessionHandle { mailbox }
     }
 
     pub fn close(&self, session: u64) {
@@ -368,24 +339,13 @@ impl State {
         if let Some(body) = &message.body {
             entry.view.received(body);
         }
-        let bytes = message.encoded_len();
-        let fits = entry.queued.load(Ordering::Relaxed) + bytes <= SESSION_BYTES
-            && self.all_queued.load(Ordering::Relaxed) + bytes <= ALL_SESSIONS_BYTES;
-        if fits {
-            // Counted before it is queued: the session may take it at once.
-            entry.queued.fetch_add(bytes, Ordering::Relaxed);
-            self.all_queued.fetch_add(bytes, Ordering::Relaxed);
-            if entry.inbox.try_send(Box::new(message)).is_ok() {
-                return;
-            }
-            entry.queued.fetch_sub(bytes, Ordering::Relaxed);
-            self.all_queued.fetch_sub(bytes, Ordering::Relaxed);
+        if entry.mailbox.push(message) {
+            return;
         }
         if let Some(entry) = self.sessions.remove(&session) {
             tracing::warn!(session, "browser too slow to read its messages; closing");
             self.overflows.to_browsers.fetch_add(1, Ordering::Relaxed);
-            *lock(&entry.reason) = Some(Ended::TooSlow);
-            entry.ended.cancel();
+            entry.mailbox.end(Ended::TooSlow);
         }
     }
 

@@ -116,7 +116,6 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
-    let ended_by_link = handle.ended.clone();
     let mut goodbye = Goodbye::Lost;
     let close: Close = loop {
         // While a registration is under way the socket is not read, so what the browser sends
@@ -166,16 +165,16 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                 }
             }
             message = handle.recv() => {
-                let Some(message) = message else { break None };
-                let replies = session.on_signaling(*message);
+                // The routing table ended the session: it did not keep up.
+                let Some(message) = message else { break Some(ended(&handle)) };
+                let replies = session.on_signaling(*message).into_iter().collect();
                 // A browser that stopped reading blocks this write; its queue overflowing
                 // (`ended`) must still end the session.
                 tokio::select! {
                     sent = send(&mut socket, &shared.metrics, session.dialect, replies) => if let Err(close) = sent { break close },
-                    () = ended_by_link.cancelled() => break Some(ended(&handle)),
+                    () = handle.ended() => break Some(ended(&handle)),
                 }
             }
-            () = ended_by_link.cancelled() => break Some(ended(&handle)),
             () = until(refresh_due) => session.start_refresh(),
             _ = pings.tick() => {
                 if last_heard.elapsed() > shared.limits.ping_interval * 2 {
@@ -191,7 +190,7 @@ pub async fn run(mut socket: WebSocket, id: u64, shared: Arc<Shared>) {
                 let reconnect = ServerMessage::Reconnect {
                     message: "this server is going away; reconnect".into(),
                 };
-                let _ = send(&mut socket, &shared.metrics, session.dialect, [reconnect]).await;
+                let _ = send(&mut socket, &shared.metrics, session.dialect, vec![reconnect]).await;
                 break Some((close_code::AWAY, "server shutting down"));
             }
         }
@@ -222,10 +221,10 @@ async fn fetching(fetch: &mut Option<Fetch>) -> (Purpose, Result<Issued, IceErro
     }
 }
 
-/// Completes at `at`, or never.
+/// Completes at `at`, or never. (The timer is boxed, as the writes are: see [`socket`].)
 async fn until(at: Option<Instant>) {
     match at {
-        Some(at) => sleep_until(at).await,
+        Some(at) => Box::pin(sleep_until(at)).await,
         None => std::future::pending().await,
     }
 }

@@ -1,4 +1,8 @@
 //! Writing to the browser's socket: every write under a deadline, and the closing handshake.
+//!
+//! Each of these futures is boxed inside: a session's task is as large as the largest future
+//! it may ever wait on, for as long as the session lives, and writes are brief. Boxed, an idle
+//! session holds a pointer where it would hold the whole write.
 
 use std::time::Duration;
 
@@ -43,7 +47,7 @@ pub fn violation(error: axum::Error) -> Option<(u16, &'static str, GatewayReason
 /// connection ends (bounded, like every write).
 pub async fn answer_close(socket: &mut WebSocket) {
     use futures_util::SinkExt;
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, socket.flush()).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_HANDSHAKE, socket.flush())).await;
 }
 
 /// Writes the replies the page understands (all are counted); `Err` with how to close when
@@ -52,21 +56,27 @@ pub async fn send(
     socket: &mut WebSocket,
     metrics: &Metrics,
     dialect: Dialect,
-    replies: impl IntoIterator<Item = ServerMessage>,
+    replies: Vec<ServerMessage>,
 ) -> Result<(), Close> {
-    for reply in replies {
-        metrics.reply(&reply);
-        if dialect.understands(&reply) {
-            write(socket, Message::Text(reply.encode().into())).await?;
-        }
+    if replies.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Box::pin(async move {
+        for reply in replies {
+            metrics.reply(&reply);
+            if dialect.understands(&reply) {
+                write(socket, Message::Text(reply.encode().into())).await?;
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// One write, under the write deadline: a browser that does not take it in time is closed as
 /// too slow (and its name enters the grace period as for any disconnect).
 pub async fn write(socket: &mut WebSocket, message: Message) -> Result<(), Close> {
-    match tokio::time::timeout(WRITE_DEADLINE, socket.send(message)).await {
+    match Box::pin(tokio::time::timeout(WRITE_DEADLINE, socket.send(message))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(None),
         Err(_) => Err(Some((close_code::POLICY, TOO_SLOW))),
@@ -91,5 +101,5 @@ pub async fn closing_handshake(mut socket: WebSocket, code: u16, reason: &'stati
         }
         Some(())
     };
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, handshake).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_HANDSHAKE, handshake)).await;
 }

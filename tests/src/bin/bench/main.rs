@@ -1,0 +1,155 @@
+//! Load benchmark, as separate processes on this machine. Phases:
+//!
+//! - `ice`: ice-config alone, over gRPC and over REST, beside a health check on the same server;
+//! - `throughput`: the call path (browsers over WebSocket -> gateway -> signaling -> gateway)
+//!   with 4 KB SDPs and 10 candidates per side per call, one signaling in memory;
+//! - `replicas`: the same through 2 gateways x 2 signaling replicas on Redis, as a ratio;
+//! - `latency`: call setup and candidate relay at light load;
+//! - `sessions`, `sessions-redis`: idle sessions by the hundred thousand over several gateways,
+//!   on one signaling in memory / on two replicas on Redis: memory per session of each process;
+//! - `storm`: a gateway's browsers all reconnecting and resuming at once after it restarts.
+//!
+//! Prints figures; asserts nothing. Build the release binaries first:
+//!
+//!     cargo build --release --workspace --bins && ./target/release/bench [--quick]
+//!         [--phases=ice,throughput,replicas,latency,sessions,sessions-redis,storm] [--pairs=200 --seconds=10 …]
+//!
+//! The load generator shares the machine's cores with the servers, so server CPU is measured
+//! from /proc (user + system time of the server processes), not inferred from wall time.
+
+mod calls;
+mod crowd;
+mod ice;
+mod procfs;
+mod sessions;
+
+use testkit::{
+    stack::{Flags, static_config},
+    topology::{Store, Topology},
+};
+
+/// What to run and how much of it.
+struct Options {
+    phases: Vec<String>,
+    pairs: usize,
+    seconds: u64,
+    light_pairs: usize,
+    ice_seconds: u64,
+    ice_concurrency: usize,
+    /// Idle sessions in all, the gateways they are spread over, and how long they are held.
+    sessions: usize,
+    gateways: usize,
+    hold: u64,
+    /// Sessions in the reconnect storm.
+    storm: usize,
+}
+
+impl Options {
+    fn parse() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let arg = |name: &str, default: u64, quick_default: u64| -> u64 {
+            let flag = format!("--{name}=");
+            args.iter()
+                .find_map(|a| a.strip_prefix(&flag).and_then(|v| v.parse().ok()))
+                .unwrap_or(if quick { quick_default } else { default })
+        };
+        let phases = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--phases="))
+            .unwrap_or("ice,throughput,replicas,latency,sessions,sessions-redis,storm")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        Self {
+            phases,
+            pairs: arg("pairs", 200, 50) as usize,
+            seconds: arg("seconds", 10, 3),
+            light_pairs: arg("light-pairs", 100, 20) as usize,
+            ice_seconds: arg("ice-seconds", 5, 2),
+            ice_concurrency: arg("ice-concurrency", 64, 32) as usize,
+            sessions: arg("sessions", 100_000, 4000) as usize,
+            gateways: arg("gateways", 6, 2) as usize,
+            hold: arg("hold", 60, 5),
+            storm: arg("storm", 17_000, 2000) as usize,
+        }
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+}
+
+/// Gateways without the per-browser limits, which the load would trip.
+const UNLIMITED: &[&str] = &[
+    "--session-rate",
+    "1000000",
+    "--session-burst",
+    "1000000",
+    "--session-queue",
+    "4096",
+];
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("crowd") {
+        return crowd::run(&args[2..]).await;
+    }
+    let options = Options::parse();
+    let flags = || Flags {
+        gateway: UNLIMITED,
+        ..Default::default()
+    };
+    let single = Topology::start(Store::Memory, &static_config(3478), flags()).await;
+    let sdp = calls::sdp(4096);
+    let epoch = std::time::Instant::now();
+
+    if options.runs("ice") {
+        let pid = single.ice_config.pid().expect("running");
+        ice::throughput(&single, pid, options.ice_seconds, options.ice_concurrency).await;
+    }
+
+    let mut in_memory = None;
+    if options.runs("throughput") {
+        println!(
+            "== throughput: {} pairs calling back to back for {}s, one signaling in memory",
+            options.pairs, options.seconds
+        );
+        in_memory = Some(calls::throughput(&single, &options, &sdp, epoch, "t").await);
+    }
+
+    if options.runs("replicas") {
+        println!(
+            "== throughput: {} pairs, 2 gateways x 2 signaling replicas on Redis (caller and callee on different gateways and replicas)",
+            options.pairs
+        );
+        let replicas = Topology::start(Store::Redis, &static_config(3478), flags()).await;
+        let shared = calls::throughput(&replicas, &options, &sdp, epoch, "r").await;
+        if let Some(in_memory) = &in_memory {
+            println!(
+                "ratio to one replica in memory: {:.2}x the CPU per delivered message, {:.2}x the messages/s",
+                shared.cpu_per_message / in_memory.cpu_per_message,
+                shared.per_second / in_memory.per_second
+            );
+        }
+    }
+
+    if options.runs("latency") {
+        calls::latency(&single, &options, &sdp, epoch).await;
+    }
+
+    if options.runs("sessions") || options.runs("sessions-redis") {
+        drop(single);
+    }
+    if options.runs("sessions") {
+        sessions::many(&options, Store::Memory).await;
+    }
+    if options.runs("sessions-redis") {
+        sessions::many(&options, Store::Redis).await;
+    }
+
+    if options.runs("storm") {
+        sessions::storm(&options).await;
+    }
+}
