@@ -16,7 +16,7 @@ use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time:
 use anyhow::Context as _;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
+    net::{TcpListener, TcpSocket},
     sync::Semaphore,
     task::JoinSet,
     time::Instant,
@@ -132,6 +132,24 @@ pub struct Runtime {
     token: Accepted,
 }
 
+/// Connections the kernel may hold for a port before they are accepted (it caps this at
+/// `net.core.somaxconn`, 4096 by default).
+const BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with room for a burst of connections: a gateway's browsers all coming
+/// back at once after it restarts. With tokio's default backlog (1024) the rest of such a burst
+/// is dropped, and each dropped connection costs its browser a second before it tries again.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 impl Runtime {
     /// Binds every port (`key`, address) of service `name`.
     pub async fn bind(
@@ -143,9 +161,8 @@ impl Runtime {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for &(key, addr) in ports {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+            let listener =
+                listen(addr).with_context(|| format!("cannot listen on {addr} ({key})"))?;
             addrs.push((key, listener.local_addr().unwrap_or(addr)));
             listeners.push((key, listener));
         }

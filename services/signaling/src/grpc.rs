@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
+use futures_util::StreamExt as _;
 use stunner_proto::signaling::v1::{
     self as pb,
     gateway_message::Body as In,
@@ -110,6 +110,7 @@ impl<D: Directory> SignalingService for SignalingGrpc<D> {
             epoch,
             subscription: None,
             acks: Acks::default(),
+            jobs: self.tasks.clone(),
         };
         self.tasks.spawn(reader.run(inbound));
         let deliveries = deliveries.map(|inbound: Inbound| {
@@ -148,6 +149,10 @@ struct Reader<D: Directory> {
     /// Cut when the gateway's inbox is read elsewhere.
     subscription: Option<CancellationToken>,
     acks: Acks,
+    /// Owns the commands under way: each runs as a task of its own, so it goes on while this
+    /// loop waits on the store itself (a command waiting for this loop to poll it, while the
+    /// loop waits for the store, held the store's connection slots in a storm: a deadlock).
+    jobs: TaskTracker,
 }
 
 /// Which of a stream's numbered messages are handled, for cumulative acknowledgements.
@@ -197,7 +202,9 @@ struct Job {
 impl<D: Directory> Reader<D> {
     async fn run(mut self, mut inbound: Streaming<pb::GatewayMessage>) {
         let mut queues: HashMap<u64, VecDeque<Job>> = HashMap::new();
-        let mut running: FuturesUnordered<BoxFuture<'static, (u64, u64)>> = FuturesUnordered::new();
+        // Commands under way, and where each says it is done: (session, seq).
+        let mut running = 0usize;
+        let (done_tx, mut done) = mpsc::unbounded_channel::<(u64, u64)>();
         let mut alive = tokio::time::interval(SEEN_EVERY);
         alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut acks = tokio::time::interval(ACK_EVERY);
@@ -241,16 +248,20 @@ impl<D: Directory> Reader<D> {
                         draining_sent = self.try_tell(pb::session_message::Body::Draining(pb::Draining {}));
                     }
                 }
-                Some((session, seq)) = running.next() => {
+                Some((session, seq)) = done.recv() => {
+                    running -= 1;
                     self.acks.finished(seq);
                     // That session's command is done: start its next one, if any.
                     let next = queues.get_mut(&session).and_then(VecDeque::pop_front);
                     match next {
-                        Some(job) => running.push(self.start(session, job)),
+                        Some(job) => {
+                            running += 1;
+                            self.start(session, job, &done_tx);
+                        }
                         None => { queues.remove(&session); }
                     }
                 }
-                message = inbound.message(), if running.len() < IN_FLIGHT => match message {
+                message = inbound.message(), if running < IN_FLIGHT => match message {
                     Ok(Some(message)) => {
                         let session = message.session_id;
                         match self.take(message).await {
@@ -260,7 +271,8 @@ impl<D: Directory> Reader<D> {
                                     Some(queue) => queue.push_back(job),
                                     None => {
                                         queues.insert(session, VecDeque::new());
-                                        running.push(self.start(session, job));
+                                        running += 1;
+                                        self.start(session, job, &done_tx);
                                     }
                                 }
                             }
@@ -277,9 +289,13 @@ impl<D: Directory> Reader<D> {
         }
         // What was already taken in is finished, so no session's command is half done.
         let finish = async {
-            while let Some((session, _)) = running.next().await {
+            while running > 0
+                && let Some((session, _)) = done.recv().await
+            {
+                running -= 1;
                 if let Some(job) = queues.get_mut(&session).and_then(VecDeque::pop_front) {
-                    running.push(self.start(session, job));
+                    running += 1;
+                    self.start(session, job, &done_tx);
                 }
             }
         };
@@ -350,7 +366,8 @@ impl<D: Directory> Reader<D> {
         self.control.try_send(message).is_ok()
     }
 
-    fn start(&self, session: u64, job: Job) -> BoxFuture<'static, (u64, u64)> {
+    /// Runs `job` as a task of its own; says on `done` when it is finished.
+    fn start(&self, session: u64, job: Job, done: &mpsc::UnboundedSender<(u64, u64)>) {
         let hub = self.hub.clone();
         let from = SessionKey {
             gateway: self.gateway,
@@ -362,10 +379,10 @@ impl<D: Directory> Reader<D> {
             command,
             span,
         } = job;
-        async move {
+        let done = done.clone();
+        self.jobs.spawn(async move {
             tracing::Instrument::instrument(hub.handle(from, user, command), span).await;
-            (session, seq)
-        }
-        .boxed()
+            let _ = done.send((session, seq));
+        });
     }
 }

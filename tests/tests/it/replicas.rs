@@ -83,6 +83,34 @@ async fn callers_ringing_one_callee_at_once_one_rings_and_the_rest_are_busy(stor
     );
 }
 
+/// Browsers registering all at once through six gateways, each attached to both replicas: every
+/// registration waits its turn and is accepted. (Each replica then handles more commands at
+/// once than it lets run on the store; a stream reader that awaited the store itself while its
+/// commands waited for it to poll them stopped every registration for good.)
+#[tokio::test]
+async fn a_registration_storm_through_six_gateways_queues_and_every_one_is_accepted() {
+    let t = Topology::mesh(Store::Redis, 6, 2, &static_config(3478), Flags::default()).await;
+    let mut browsers: Vec<Browser> = Vec::new();
+    for _ in 0..2400 {
+        browsers.push(t.browser().await);
+    }
+    join_all(browsers.iter_mut().enumerate().map(|(n, b)| {
+        b.send(json!({"id": "register", "name": format!("storm-{n}"), "extensions": true}))
+    }))
+    .await;
+    let replies = join_all(browsers.iter_mut().map(|b| b.expect("registerResponse"))).await;
+    let refused: Vec<_> = replies
+        .iter()
+        .filter(|r| r["response"] != "accepted")
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+}
+
 macro_rules! on_shared_stores {
     ($($test:ident),* $(,)?) => {
         mod redis {

@@ -40,6 +40,8 @@ const REGISTRATION: Duration = Duration::from_secs(60);
 const PONG: Duration = Duration::from_secs(30);
 /// Attempts to connect before a session gives up (each failure waits 100-600 ms).
 const ATTEMPTS: u32 = 100;
+/// How long one attempt (TCP and the WebSocket handshake) may take.
+const CONNECT: Duration = Duration::from_secs(10);
 
 type Socket = WebSocketStream<TcpStream>;
 
@@ -289,7 +291,8 @@ async fn join(
 ) -> Option<Socket> {
     let mut retries = 0;
     let mut ws = loop {
-        match connect(target, source).await {
+        let attempt = tokio::time::timeout(CONNECT, connect(target, source)).await;
+        match attempt.unwrap_or_else(|_| Err("timed out".into())) {
             Ok(ws) => break ws,
             Err(_) if retries + 1 < ATTEMPTS => {
                 retries += 1;

@@ -71,6 +71,11 @@ const INBOX_BLOCK: Duration = Duration::from_secs(1);
 const INBOX_BATCH: usize = 256;
 /// How often a compare-and-set may lose before the change gives up.
 const CAS_ATTEMPTS: usize = 32;
+/// Commands under way at once on the shared connection. A burst (a gateway's browsers all
+/// registering again at once) queues here rather than in the connection, where each command's
+/// response timeout is already running: under a storm, commands wait their turn instead of
+/// failing as `unavailable`.
+const IN_FLIGHT: usize = 256;
 
 const TIMERS: &str = "sig:{~}:timers";
 const EPOCH: &str = "sig:{~}:epoch";
@@ -124,6 +129,7 @@ return members
 pub struct RedisDirectory {
     backend: Backend,
     conn: Mutex<Conn>,
+    in_flight: tokio::sync::Semaphore,
     scripts: Scripts,
     metrics: Metrics,
     health: Mutex<Health>,
@@ -140,11 +146,45 @@ struct Scripts {
     take_set: Script,
 }
 
-/// The store's reachability, for readiness.
-#[derive(Default)]
+/// The store's reachability, for readiness, and when to replace the shared connection.
 struct Health {
     /// The last failure, while no command has succeeded since.
     failing: Option<String>,
+    /// When a command last succeeded.
+    succeeded: Instant,
+    /// When the shared connection was last replaced.
+    replaced: Option<Instant>,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            failing: None,
+            succeeded: Instant::now(),
+            replaced: None,
+        }
+    }
+
+    /// Whether to replace the shared connection after a failed command: one whose connection
+    /// failed, when it does not reconnect by itself (Sentinel); or one that has answered
+    /// nothing for twice the response timeout, whatever its kind. A connection can stay open
+    /// and stop answering: seen under an overload, where every later command timed out long
+    /// after Redis was idle again, and the managed connections reconnect only once theirs
+    /// closes. At most once per response timeout, however many commands fail meanwhile.
+    fn replace_after(&mut self, error: &redis::RedisError, self_healing: bool) -> bool {
+        let now = Instant::now();
+        let recently = |at: Instant| now.duration_since(at) < connection::RESPONSE_TIMEOUT;
+        if self.replaced.is_some_and(recently) {
+            return false;
+        }
+        let broken = !self_healing && (error.is_io_error() || error.is_timeout());
+        let silent = error.is_timeout()
+            && now.duration_since(self.succeeded) >= connection::RESPONSE_TIMEOUT * 2;
+        if broken || silent {
+            self.replaced = Some(now);
+        }
+        broken || silent
+    }
 }
 
 impl RedisDirectory {
@@ -156,13 +196,14 @@ impl RedisDirectory {
         let directory = Arc::new(Self {
             backend,
             conn: Mutex::new(conn),
+            in_flight: tokio::sync::Semaphore::new(IN_FLIGHT),
             scripts: Scripts {
                 cas: Script::new(CAS),
                 pop_due: Script::new(POP_DUE),
                 take_set: Script::new(TAKE_SET),
             },
             metrics,
-            health: Mutex::default(),
+            health: Mutex::new(Health::new()),
             readers: Mutex::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -216,19 +257,31 @@ impl RedisDirectory {
         } else {
             tracing::Span::none()
         };
+        let _turn = self
+            .in_flight
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
         let started = Instant::now();
         let outcome = command.instrument(span).await;
         self.metrics
             .store(operation, started.elapsed(), outcome.is_ok());
         match outcome {
             Ok(value) => {
-                lock(&self.health).failing = None;
+                let mut health = lock(&self.health);
+                health.failing = None;
+                health.succeeded = Instant::now();
                 Ok(value)
             }
             Err(error) => {
                 let problem = error.to_string();
-                lock(&self.health).failing = Some(problem.clone());
-                if !self.backend.self_healing() && (error.is_io_error() || error.is_timeout()) {
+                let replace = {
+                    let mut health = lock(&self.health);
+                    health.failing = Some(problem.clone());
+                    health.replace_after(&error, self.backend.self_healing())
+                };
+                if replace {
+                    tracing::warn!(error = %problem, "replacing the connection to the store");
                     self.reconnect().await;
                 }
                 Err(StoreError::Unavailable(problem))
