@@ -329,8 +329,15 @@ fn issued(metrics: &str) -> f64 {
 }
 
 impl Samples {
-    /// The highest rate over any window of at least a second.
+    /// The highest rate over any window of at least a second (over the whole storm when it
+    /// was shorter).
     fn peak_rate(&self) -> f64 {
+        let whole = match (self.issued.first(), self.issued.last()) {
+            (Some((a, from)), Some((b, to))) if b > a => {
+                (to - from) / b.duration_since(*a).as_secs_f64()
+            }
+            _ => 0.0,
+        };
         let mut peak: f64 = 0.0;
         for (i, (start, from)) in self.issued.iter().enumerate() {
             if let Some((end, to)) = self.issued[i..]
@@ -340,7 +347,7 @@ impl Samples {
                 peak = peak.max((to - from) / end.duration_since(*start).as_secs_f64());
             }
         }
-        peak
+        if peak > 0.0 { peak } else { whole }
     }
 
     /// Issued from the first sample to the last.

@@ -413,4 +413,41 @@ mod tests {
         assert_eq!(inbox_key(gateway), "sig:gw:{00000000000000ab}:inbox");
         assert_eq!(names_key(gateway), "sig:gw:{00000000000000ab}:names");
     }
+
+    fn timed_out() -> redis::RedisError {
+        std::io::Error::from(std::io::ErrorKind::TimedOut).into()
+    }
+
+    #[test]
+    fn a_connection_that_has_answered_nothing_for_a_while_is_replaced_once_per_timeout() {
+        let mut health = Health::new();
+        assert!(
+            !health.replace_after(&timed_out(), true),
+            "a timeout right after a success is load, not a dead connection"
+        );
+        health.succeeded = Instant::now() - connection::RESPONSE_TIMEOUT * 2;
+        assert!(health.replace_after(&timed_out(), true));
+        assert!(
+            !health.replace_after(&timed_out(), true),
+            "the commands failing meanwhile do not replace it again"
+        );
+        health.replaced = Some(Instant::now() - connection::RESPONSE_TIMEOUT);
+        assert!(health.replace_after(&timed_out(), true));
+    }
+
+    #[test]
+    fn a_connection_that_does_not_reconnect_by_itself_is_replaced_on_its_first_failure() {
+        let mut health = Health::new();
+        assert!(health.replace_after(&timed_out(), false));
+        let refused: redis::RedisError = (
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        )
+            .into();
+        health.replaced = None;
+        assert!(
+            !health.replace_after(&refused, false),
+            "an answer, even an error, is not a broken connection"
+        );
+    }
 }
