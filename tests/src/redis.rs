@@ -241,7 +241,7 @@ fn server() -> PathBuf {
 
 async fn wait_for_ping(port: u16) {
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "redis-server to answer",
         || async move { (cli(port, &["PING"]).await.trim() == "PONG").then_some(()) },
     )
