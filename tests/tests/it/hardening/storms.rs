@@ -1,11 +1,13 @@
-//! Many clients at once: a registration storm (finding 4) and silent connections (finding 7).
+//! Many clients at once: a registration storm (finding 4), silent connections (finding 7), and
+//! a restarted gateway's browsers all resuming at once.
 
 use std::time::Duration;
 
 use serde_json::json;
 use testkit::{
     Browser, Stack, eventually,
-    stack::{Flags, Launch, static_config},
+    stack::{Flags, Launch, static_config, ws_url},
+    topology::{Store, Topology},
 };
 
 /// Finding 4: 4,000 sockets registering at once on a fresh gateway. 3,550 were refused
@@ -79,4 +81,52 @@ async fn silent_connections_do_not_lock_out_the_gateway() {
     let mut browser = Browser::connect(&testkit::stack::ws_url(&gateway)).await;
     browser.register_ok("patient").await;
     drop(silent);
+}
+
+/// A gateway's browsers all coming back at once after it restarts (SIGKILL, a new process on
+/// the same port): every one resumes its name with its token. The names are held meanwhile, so
+/// a registration that did not resume would be refused as taken.
+#[tokio::test]
+async fn a_restarted_gateways_browsers_all_resume_at_once() {
+    const BROWSERS: usize = 3_000;
+    let mut t = Topology::start(Store::Memory, &static_config(3478), Flags::default()).await;
+    let url = ws_url(&t.gateways[0]);
+    let mut tokens = Vec::new();
+    let mut browsers = Vec::new();
+    for n in 0..BROWSERS {
+        let mut browser = Browser::connect(&url).await;
+        let reply = browser.register_ok(&format!("back-{n}")).await;
+        tokens.push(reply["resumeToken"].as_str().expect("a token").to_owned());
+        browsers.push(browser);
+    }
+    t.gateways[0].kill().await;
+    drop(browsers);
+    t.restart_gateway(0).await;
+    let url = ws_url(&t.gateways[0]);
+    let storm = tokens.into_iter().enumerate().map(|(n, token)| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut browser = Browser::connect(&url).await;
+            browser
+                .send(json!({"id": "register", "name": format!("back-{n}"), "resumeToken": token, "extensions": true}))
+                .await;
+            let reply = browser.recv_within(Duration::from_secs(60)).await;
+            (reply, browser)
+        })
+    });
+    let mut refused = Vec::new();
+    let mut open = Vec::new();
+    for resumption in storm.collect::<Vec<_>>() {
+        let (reply, browser) = resumption.await.expect("a resuming browser");
+        if reply["response"] != "accepted" {
+            refused.push(reply);
+        }
+        open.push(browser);
+    }
+    assert!(
+        refused.is_empty(),
+        "{} of {BROWSERS} refused, e.g. {}",
+        refused.len(),
+        refused[0]
+    );
 }
