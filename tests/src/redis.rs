@@ -203,6 +203,69 @@ impl RedisCluster {
     }
 }
 
+/// A `redis-server` watched by one Sentinel (`redis-server --sentinel`), which names it as the
+/// master of `calls`: the URL clients are given is the Sentinel's, never the server's.
+pub struct RedisSentinel {
+    pub master: Redis,
+    port: u16,
+    _dir: TempDir,
+    _sentinel: Child,
+}
+
+impl RedisSentinel {
+    pub async fn start() -> RedisSentinel {
+        let master = Redis::start().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        // Sentinel rewrites its configuration file: it must be its own, and writable.
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\nloglevel warning\n\
+                 sentinel monitor calls 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds calls 1000\n",
+                master.port()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let sentinel = Command::new(server())
+            .arg(&config)
+            .arg("--sentinel")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server --sentinel");
+        let master_port = master.port().to_string();
+        eventually(
+            Duration::from_secs(30),
+            "the sentinel to name the master",
+            || {
+                let master_port = master_port.clone();
+                async move {
+                    let answer = cli(port, &["SENTINEL", "get-master-addr-by-name", "calls"]).await;
+                    answer.contains(&master_port).then_some(())
+                }
+            },
+        )
+        .await;
+        RedisSentinel {
+            master,
+            port,
+            _dir: dir,
+            _sentinel: sentinel,
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:<sentinel port>/calls`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/calls", self.port)
+    }
+}
+
 fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
     let port = port.to_string();
     let mut args = vec![

@@ -5,7 +5,8 @@ use futures_util::future::join_all;
 use serde_json::json;
 use testkit::{
     Browser,
-    stack::{Flags, static_config},
+    redis::RedisSentinel,
+    stack::{Flags, Launch, static_config, ws_url},
     topology::{Store, Topology},
 };
 
@@ -108,6 +109,46 @@ async fn a_registration_storm_through_six_gateways_queues_and_every_one_is_accep
         "{} refused: {:?}",
         refused.len(),
         refused.first()
+    );
+}
+
+/// Replicas that know the store only through a Sentinel (`redis+sentinel://…/<master>`), as
+/// with a managed Redis: a call between browsers on different gateways and different replicas
+/// is set up and carries a candidate, and what they share is in the master Sentinel names.
+#[tokio::test]
+async fn replicas_find_the_store_through_sentinel() {
+    let sentinel = RedisSentinel::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("stunnerd.conf");
+    std::fs::write(&config, static_config(3478)).expect("write config");
+    let ice_config = Launch::ice_config(&config).start().await;
+    let url = sentinel.url();
+    let a = Launch::signaling()
+        .args(["--redis-url", &url])
+        .start()
+        .await;
+    let b = Launch::signaling()
+        .args(["--redis-url", &url])
+        .start()
+        .await;
+    let ice_url = ice_config.url("grpc", "");
+    let gateway_a = Launch::gateway(&ice_url, &a.url("grpc", "")).start().await;
+    let gateway_b = Launch::gateway(&ice_url, &b.url("grpc", "")).start().await;
+
+    let mut alice = Browser::connect(&ws_url(&gateway_a)).await;
+    alice.register_ok("alice").await;
+    let mut bob = Browser::connect(&ws_url(&gateway_b)).await;
+    bob.register_ok("bob").await;
+    let (accepted, _) = alice.call_answered("alice", &mut bob, "bob").await;
+    assert_eq!(accepted["response"], "accepted", "{accepted}");
+    let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 40001 typ relay", "sdpMid": "0", "sdpMLineIndex": 0});
+    alice
+        .send(json!({"id": "onIceCandidate", "candidate": candidate}))
+        .await;
+    assert_eq!(bob.expect("iceCandidate").await["candidate"], candidate);
+    assert!(
+        sentinel.master.keys().await > 0,
+        "the names and the call are in the master"
     );
 }
 
