@@ -18,33 +18,10 @@ use testkit::{
 async fn a_registration_storm_queues_rather_than_fails() {
     const SOCKETS: usize = 4_000;
     let stack = Stack::start(&static_config(3478), Flags::default()).await;
-    let url = stack.ws_url();
-    let storm = (0..SOCKETS).map(|n| {
-        let url = url.clone();
-        tokio::spawn(async move {
-            let mut browser = Browser::connect(&url).await;
-            browser
-                .send(json!({"id": "register", "name": format!("storm-{n}"), "extensions": true}))
-                .await;
-            let reply = browser.recv_within(Duration::from_secs(60)).await;
-            (reply, browser)
-        })
-    });
-    let mut refused = Vec::new();
-    let mut open = Vec::new();
-    for registration in storm.collect::<Vec<_>>() {
-        let (reply, browser) = registration.await.expect("a registering browser");
-        if reply["response"] != "accepted" {
-            refused.push(reply);
-        }
-        open.push(browser);
-    }
-    assert!(
-        refused.is_empty(),
-        "{} of {SOCKETS} refused, e.g. {}",
-        refused.len(),
-        refused[0]
-    );
+    let registrations = (0..SOCKETS)
+        .map(|n| json!({"id": "register", "name": format!("storm-{n}"), "extensions": true}))
+        .collect();
+    all_accepted(&stack.ws_url(), registrations).await;
 }
 
 /// Finding 7: on a host whose file limit is 1,024, 1,100 connections that never send a byte
@@ -102,22 +79,35 @@ async fn a_restarted_gateways_browsers_all_resume_at_once() {
     t.gateways[0].kill().await;
     drop(browsers);
     t.restart_gateway(0).await;
-    let url = ws_url(&t.gateways[0]);
-    let storm = tokens.into_iter().enumerate().map(|(n, token)| {
-        let url = url.clone();
-        tokio::spawn(async move {
-            let mut browser = Browser::connect(&url).await;
-            browser
-                .send(json!({"id": "register", "name": format!("back-{n}"), "resumeToken": token, "extensions": true}))
-                .await;
-            let reply = browser.recv_within(Duration::from_secs(60)).await;
-            (reply, browser)
+    let registrations = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(n, token)| json!({"id": "register", "name": format!("back-{n}"), "resumeToken": token, "extensions": true}))
+        .collect();
+    all_accepted(&ws_url(&t.gateways[0]), registrations).await;
+}
+
+/// Sends every registration at once, each from a socket of its own, and checks that every one
+/// is accepted (each may take up to a minute: a storm queues). The sockets stay open until
+/// every answer is in.
+async fn all_accepted(url: &str, registrations: Vec<serde_json::Value>) {
+    let count = registrations.len();
+    let storm: Vec<_> = registrations
+        .into_iter()
+        .map(|registration| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let mut browser = Browser::connect(&url).await;
+                browser.send(registration).await;
+                let reply = browser.recv_within(Duration::from_secs(60)).await;
+                (reply, browser)
+            })
         })
-    });
+        .collect();
     let mut refused = Vec::new();
     let mut open = Vec::new();
-    for resumption in storm.collect::<Vec<_>>() {
-        let (reply, browser) = resumption.await.expect("a resuming browser");
+    for registration in storm {
+        let (reply, browser) = registration.await.expect("a registering browser");
         if reply["response"] != "accepted" {
             refused.push(reply);
         }
@@ -125,7 +115,7 @@ async fn a_restarted_gateways_browsers_all_resume_at_once() {
     }
     assert!(
         refused.is_empty(),
-        "{} of {BROWSERS} refused, e.g. {}",
+        "{} of {count} refused, e.g. {}",
         refused.len(),
         refused[0]
     );
