@@ -120,7 +120,7 @@ struct Memory {
 
 impl Memory {
     fn of(t: &Topology) -> Memory {
-        let rss = |s: &Service| procfs::rss_kib(&s.pid().into_iter().collect::<Vec<_>>());
+        let rss = |s: &Service| s.pid().map_or(0, |pid| procfs::rss_kib(&[pid]));
         Memory {
             gateways: t.gateways.iter().map(rss).collect(),
             signaling: t.signaling.iter().map(rss).collect(),
@@ -173,51 +173,51 @@ pub async fn many(options: &Options, store: Store) {
     report_memory(&start, &registered, &held, sessions);
 }
 
+/// One process's resident memory at start, once registered and after the hold, in KiB.
+type Readings = [i64; 3];
+
+/// The readings of each process of one kind, from the three snapshots.
+fn readings<'a>(
+    start: &'a [i64],
+    registered: &'a [i64],
+    held: &'a [i64],
+) -> impl Iterator<Item = Readings> + 'a {
+    start
+        .iter()
+        .zip(registered)
+        .zip(held)
+        .map(|((a, b), c)| [*a, *b, *c])
+}
+
+fn mb([a, b, c]: Readings) -> String {
+    let mb = |kib: i64| kib as f64 / 1024.0;
+    format!("{:.1} -> {:.1} -> {:.1} MB", mb(a), mb(b), mb(c))
+}
+
 fn report_memory(start: &Memory, registered: &Memory, held: &Memory, sessions: usize) {
     let per_session =
         |before: i64, after: i64, of: usize| (after - before) as f64 / of.max(1) as f64;
     let per_gateway = sessions / start.gateways.len().max(1);
     println!("resident memory, MB at start -> registered -> held; KiB per session held");
     let mut gateway_total = 0.0;
-    for (n, ((a, b), c)) in start
-        .gateways
-        .iter()
-        .zip(&registered.gateways)
-        .zip(&held.gateways)
-        .enumerate()
-    {
-        let each = per_session(*a, *c, per_gateway);
-        gateway_total += (c - a) as f64;
+    for (n, r) in readings(&start.gateways, &registered.gateways, &held.gateways).enumerate() {
+        gateway_total += (r[2] - r[0]) as f64;
         println!(
-            "  gateway {n}:   {:.1} -> {:.1} -> {:.1} MB; {each:.2} KiB per session (registered: {:.2})",
-            *a as f64 / 1024.0,
-            *b as f64 / 1024.0,
-            *c as f64 / 1024.0,
-            per_session(*a, *b, per_gateway)
+            "  gateway {n}:   {}; {:.2} KiB per session (registered: {:.2})",
+            mb(r),
+            per_session(r[0], r[2], per_gateway),
+            per_session(r[0], r[1], per_gateway)
         );
     }
     let mut signaling_total = 0.0;
-    for (n, ((a, b), c)) in start
-        .signaling
-        .iter()
-        .zip(&registered.signaling)
-        .zip(&held.signaling)
-        .enumerate()
-    {
-        signaling_total += (c - a) as f64;
-        println!(
-            "  signaling {n}: {:.1} -> {:.1} -> {:.1} MB",
-            *a as f64 / 1024.0,
-            *b as f64 / 1024.0,
-            *c as f64 / 1024.0,
-        );
+    for (n, r) in readings(&start.signaling, &registered.signaling, &held.signaling).enumerate() {
+        signaling_total += (r[2] - r[0]) as f64;
+        println!("  signaling {n}: {}", mb(r));
     }
     if let (Some(a), Some(b), Some(c)) = (start.redis, registered.redis, held.redis) {
         println!(
-            "  redis:       {:.1} -> {:.1} -> {:.1} MB; {:.2} KiB per session",
-            a as f64 / 1024.0,
-            b as f64 / 1024.0,
-            c as f64 / 1024.0,
+            "  redis:       {}; {:.2} KiB per session",
+            mb([a, b, c]),
             per_session(a, c, sessions)
         );
     }
