@@ -152,7 +152,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl Runtime {
     /// Binds every port (`key`, address) of service `name`.
-    pub async fn bind(
+    pub fn bind(
         name: &'static str,
         settings: &RuntimeSettings,
         ports: &[(&'static str, SocketAddr)],

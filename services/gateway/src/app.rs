@@ -61,8 +61,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         "gateway",
         &settings.runtime,
         &[("http", settings.http_addr)],
-    )
-    .await?;
+    )?;
     let tasks = runtime.tasks();
 
     // Connected lazily: the gateway starts (and reports not ready) without ice-config.

@@ -61,8 +61,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         "ice-config",
         &settings.runtime,
         &[("grpc", settings.grpc_addr), ("http", settings.http_addr)],
-    )
-    .await?;
+    )?;
     let metrics = Metrics::default();
     let store = ConfigStore::new(metrics.clone());
     let tasks = runtime.tasks();

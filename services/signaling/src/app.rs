@@ -34,8 +34,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         "signaling",
         &settings.runtime,
         &[("grpc", settings.grpc_addr), ("http", settings.http_addr)],
-    )
-    .await?;
+    )?;
     let metrics = Metrics::default();
     match &settings.redis {
         Some(url) => {
