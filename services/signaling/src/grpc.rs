@@ -191,9 +191,14 @@ impl Acks {
     }
 }
 
+/// Candidates relayed together at most, when they queued behind each other.
+const MAX_MERGED: usize = 64;
+
 /// One command, in its session's queue.
 struct Job {
     seq: u64,
+    /// The numbers of the candidates merged into this one's command, after its own.
+    merged: Vec<u64>,
     user: Option<Name>,
     command: Command,
     span: tracing::Span,
@@ -204,7 +209,7 @@ impl<D: Directory> Reader<D> {
         let mut queues: HashMap<u64, VecDeque<Job>> = HashMap::new();
         // Commands under way, and where each says it is done: (session, seq).
         let mut running = 0usize;
-        let (done_tx, mut done) = mpsc::unbounded_channel::<(u64, u64)>();
+        let (done_tx, mut done) = mpsc::unbounded_channel::<(u64, u64, Vec<u64>)>();
         let mut alive = tokio::time::interval(SEEN_EVERY);
         alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut acks = tokio::time::interval(ACK_EVERY);
@@ -248,11 +253,14 @@ impl<D: Directory> Reader<D> {
                         draining_sent = self.try_tell(pb::session_message::Body::Draining(pb::Draining {}));
                     }
                 }
-                Some((session, seq)) = done.recv() => {
+                Some((session, seq, merged)) = done.recv() => {
                     running -= 1;
                     self.acks.finished(seq);
+                    for seq in merged {
+                        self.acks.finished(seq);
+                    }
                     // That session's command is done: start its next one, if any.
-                    let next = queues.get_mut(&session).and_then(VecDeque::pop_front);
+                    let next = queues.get_mut(&session).and_then(next_job);
                     match next {
                         Some(job) => {
                             running += 1;
@@ -290,10 +298,10 @@ impl<D: Directory> Reader<D> {
         // What was already taken in is finished, so no session's command is half done.
         let finish = async {
             while running > 0
-                && let Some((session, _)) = done.recv().await
+                && let Some((session, _, _)) = done.recv().await
             {
                 running -= 1;
-                if let Some(job) = queues.get_mut(&session).and_then(VecDeque::pop_front) {
+                if let Some(job) = queues.get_mut(&session).and_then(next_job) {
                     running += 1;
                     self.start(session, job, &done_tx);
                 }
@@ -333,6 +341,7 @@ impl<D: Directory> Reader<D> {
             }
             Some(_) => wire::command(message).map(|(seq, user, command, span)| Job {
                 seq,
+                merged: Vec::new(),
                 user,
                 command,
                 span,
@@ -367,7 +376,7 @@ impl<D: Directory> Reader<D> {
     }
 
     /// Runs `job` as a task of its own; says on `done` when it is finished.
-    fn start(&self, session: u64, job: Job, done: &mpsc::UnboundedSender<(u64, u64)>) {
+    fn start(&self, session: u64, job: Job, done: &mpsc::UnboundedSender<(u64, u64, Vec<u64>)>) {
         let hub = self.hub.clone();
         let from = SessionKey {
             gateway: self.gateway,
@@ -375,14 +384,104 @@ impl<D: Directory> Reader<D> {
         };
         let Job {
             seq,
+            merged,
             user,
             command,
             span,
         } = job;
         let done = done.clone();
         self.jobs.spawn(async move {
-            tracing::Instrument::instrument(hub.handle(from, user, command), span).await;
-            let _ = done.send((session, seq));
+            // Boxed: the task stays small, rather than moved whole as it is spawned and ends.
+            let handled = Box::pin(hub.handle(from, user, command));
+            tracing::Instrument::instrument(handled, span).await;
+            let _ = done.send((session, seq, merged));
         });
+    }
+}
+
+/// The next command of a session's queue. Candidates queued behind each other go as one
+/// command: relayed together, in order, with one look at where the peer is.
+fn next_job(queue: &mut VecDeque<Job>) -> Option<Job> {
+    let mut job = queue.pop_front()?;
+    let Command::Candidates(candidates) = &mut job.command else {
+        return Some(job);
+    };
+    while candidates.len() < MAX_MERGED
+        && let Some(next) = queue.front()
+        && next.user == job.user
+        && matches!(next.command, Command::Candidates(_))
+    {
+        let Some(next) = queue.pop_front() else { break };
+        if let Command::Candidates(more) = next.command {
+            candidates.extend(more);
+        }
+        job.merged.push(next.seq);
+        job.merged.extend(next.merged);
+    }
+    Some(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64, user: &str, command: Command) -> Job {
+        Job {
+            seq,
+            merged: Vec::new(),
+            user: Name::parse(user).ok(),
+            command,
+            span: tracing::Span::none(),
+        }
+    }
+
+    fn candidate(text: &str) -> Command {
+        Command::Candidates(vec![text.to_owned()])
+    }
+
+    #[test]
+    fn candidates_queued_behind_each_other_go_as_one_command_in_order() {
+        let mut queue: VecDeque<Job> = [
+            job(1, "alice", candidate("a")),
+            job(2, "alice", candidate("b")),
+            job(3, "alice", candidate("c")),
+            job(4, "alice", Command::Stop),
+            job(5, "alice", candidate("d")),
+        ]
+        .into();
+        let first = next_job(&mut queue).expect("queued");
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.merged, [2, 3], "each merged one is acknowledged with it");
+        assert_eq!(
+            first.command,
+            Command::Candidates(vec!["a".into(), "b".into(), "c".into()])
+        );
+        let stop = next_job(&mut queue).expect("queued");
+        assert_eq!((stop.seq, stop.command), (4, Command::Stop), "nothing jumps a stop");
+        let last = next_job(&mut queue).expect("queued");
+        assert_eq!((last.seq, last.merged.len()), (5, 0));
+        assert!(next_job(&mut queue).is_none());
+    }
+
+    #[test]
+    fn a_change_of_name_or_of_command_ends_a_merge_and_so_does_its_bound() {
+        let mut queue: VecDeque<Job> = [
+            job(1, "alice", Command::Stop),
+            job(2, "alice", candidate("a")),
+        ]
+        .into();
+        assert!(next_job(&mut queue).expect("queued").merged.is_empty());
+        let mut queue: VecDeque<Job> = [
+            job(1, "alice", candidate("a")),
+            job(2, "bob", candidate("b")),
+        ]
+        .into();
+        assert!(next_job(&mut queue).expect("queued").merged.is_empty());
+        let mut queue: VecDeque<Job> = (1..=100)
+            .map(|n| job(n, "alice", candidate(&n.to_string())))
+            .collect();
+        let first = next_job(&mut queue).expect("queued");
+        assert_eq!(first.merged.len() + 1, MAX_MERGED);
+        assert_eq!(queue.front().map(|j| j.seq), Some(MAX_MERGED as u64 + 1));
     }
 }

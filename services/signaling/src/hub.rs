@@ -125,7 +125,7 @@ impl<D: Directory> Hub<D> {
 
     /// One session's command, whose gateway knows it as registered under `user`.
     pub async fn handle(&self, from: SessionKey, user: Option<Name>, command: Command) {
-        let request = command.request();
+        let (request, requests) = (command.request(), command.requests());
         let goodbye = matches!(command, Command::Closed | Command::Lost).then(|| command.clone());
         if self.reasserting()
             && matches!(
@@ -171,7 +171,10 @@ impl<D: Directory> Hub<D> {
                     return;
                 }
                 tracing::warn!(%error, session = from.session, gateway = %from.gateway, "store unavailable; request refused");
+                // One refusal per request (each of the candidates relayed together).
                 let deliveries = request
+                    .into_iter()
+                    .flat_map(|request| std::iter::repeat_n(request, requests))
                     .map(|request| Delivery {
                         to: from,
                         event: Event::Refused {
@@ -181,7 +184,6 @@ impl<D: Directory> Hub<D> {
                         },
                         trace: None,
                     })
-                    .into_iter()
                     .collect();
                 Handled {
                     deliveries,

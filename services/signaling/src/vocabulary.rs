@@ -143,7 +143,9 @@ pub enum Command {
         accept: bool,
         sdp_answer: String,
     },
-    Candidate(String),
+    /// ICE candidates, in the order the session sent them (several when they queued behind
+    /// each other: they are relayed together).
+    Candidates(Vec<String>),
     /// A new session description for the call, for the other party.
     Negotiate(Description),
     Stop,
@@ -161,11 +163,19 @@ impl Command {
             Command::Register { .. } => Request::Register,
             Command::Call { .. } => Request::Call,
             Command::Answer { .. } => Request::Answer,
-            Command::Candidate(_) => Request::Candidate,
+            Command::Candidates(_) => Request::Candidate,
             Command::Negotiate(_) => Request::Negotiate,
             Command::Stop => Request::Stop,
             Command::Closed | Command::Lost => return None,
         })
+    }
+
+    /// How many requests this command makes (candidates relayed together are one each).
+    pub fn requests(&self) -> usize {
+        match self {
+            Command::Candidates(candidates) => candidates.len(),
+            _ => 1,
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub fn command(message: pb::GatewayMessage) -> Option<(u64, Option<Name>, Comman
             accept: a.accept,
             sdp_answer: a.sdp_answer,
         },
-        In::Candidate(c) => Command::Candidate(c.candidate_json),
+        In::Candidate(c) => Command::Candidates(vec![c.candidate_json]),
         In::Negotiate(n) => Command::Negotiate(match DescriptionKind::parse(&n.r#type) {
             Some(kind) => Description { kind, sdp: n.sdp },
             // Refused by the switchboard, as a description without an sdp is.

@@ -4,17 +4,72 @@
 use super::*;
 
 impl<D: Directory> Switchboard<D> {
-    pub(super) async fn candidate(
+    /// A session's candidates, in order. Several at once (they queued behind each other) take
+    /// one route lookup while the call is up; otherwise each goes its own way.
+    pub(super) async fn candidates(
         &self,
         out: &mut Out,
         from: SessionKey,
         user: Option<&Name>,
-        candidate: String,
+        candidates: Vec<String>,
     ) -> Result<()> {
         let Some(me) = user else {
-            out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call");
+            for _ in &candidates {
+                out.refuse(from, Request::Candidate, Reason::NotInCall, "not in a call");
+            }
             return Ok(());
         };
+        if candidates.len() > 1
+            && let Some(peer) = self.peer_on_call(out, from, me).await?
+        {
+            for candidate in candidates {
+                out.send(peer, Event::Candidate(candidate));
+            }
+            return Ok(());
+        }
+        for candidate in candidates {
+            self.candidate(out, from, me, candidate).await?;
+        }
+        Ok(())
+    }
+
+    /// Where the peer of `from`'s call is reached, if the call is up (by the leg as last read).
+    async fn peer_on_call(
+        &self,
+        out: &mut Out,
+        from: SessionKey,
+        me: &Name,
+    ) -> Result<Option<SessionKey>> {
+        let leg = match self.cached_leg(from) {
+            Some(leg) => leg,
+            None => match self.read_leg(from, me).await? {
+                Some(leg) => leg,
+                None => return Ok(None),
+            },
+        };
+        out.trace.clone_from(&leg.trace);
+        let route = self.directory.route(&leg.peer).await?;
+        Ok(route.filter(|r| r.call == leg.id).map(|r| r.holder))
+    }
+
+    /// `from`'s leg as the store has it (if `from` still holds `me`), kept for its next
+    /// candidates.
+    async fn read_leg(&self, from: SessionKey, me: &Name) -> Result<Option<Leg>> {
+        let record = self.directory.load(me).await?;
+        let leg = record.filter(|r| r.held_by(from)).and_then(|r| r.call);
+        if let Some(leg) = &leg {
+            self.cache_leg(from, leg);
+        }
+        Ok(leg)
+    }
+
+    async fn candidate(
+        &self,
+        out: &mut Out,
+        from: SessionKey,
+        me: &Name,
+        candidate: String,
+    ) -> Result<()> {
         // The sender's leg as last read, if it was: candidates are most of the traffic, and the
         // peer's record (read anyway) says whether the call is still on. A stale one is read
         // again once.
@@ -23,17 +78,8 @@ impl<D: Directory> Switchboard<D> {
             let fresh = cached.is_none();
             let leg = match cached.take() {
                 Some(leg) => leg,
-                None => match self
-                    .directory
-                    .load(me)
-                    .await?
-                    .filter(|r| r.held_by(from))
-                    .and_then(|r| r.call)
-                {
-                    Some(leg) => {
-                        self.cache_leg(from, &leg);
-                        leg
-                    }
+                None => match self.read_leg(from, me).await? {
+                    Some(leg) => leg,
                     None => break None,
                 },
             };

@@ -128,7 +128,7 @@ impl<D: Directory> Switchboard<D> {
         command: Command,
     ) -> Result<Handled> {
         let mut out = Out::default();
-        if !matches!(command, Command::Candidate(_)) {
+        if !matches!(command, Command::Candidates(_)) {
             self.forget_leg(from);
         }
         match command {
@@ -165,8 +165,8 @@ impl<D: Directory> Switchboard<D> {
                 self.answer(&mut out, now, from, user, &caller, accept, sdp_answer)
                     .await?;
             }
-            Command::Candidate(candidate) => {
-                self.candidate(&mut out, from, user, candidate).await?;
+            Command::Candidates(candidates) => {
+                self.candidates(&mut out, from, user, candidates).await?;
             }
             Command::Negotiate(description) => {
                 self.negotiate(&mut out, from, user, description).await?;

@@ -308,11 +308,11 @@ fn call_accept_and_hang_up() {
         ]
     );
     assert_eq!(
-        w.send(ALICE, Command::Candidate("a1".into())),
+        w.send(ALICE, Command::Candidates(vec!["a1".into()])),
         [candidate(BOB, "a1")]
     );
     assert_eq!(
-        w.send(BOB, Command::Candidate("b1".into())),
+        w.send(BOB, Command::Candidates(vec!["b1".into()])),
         [candidate(ALICE, "b1")]
     );
     assert_eq!(
@@ -480,12 +480,64 @@ fn answers_must_match_a_ringing_call() {
 }
 
 #[test]
+fn candidates_relayed_together_arrive_in_order_each_as_its_own_delivery() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    let together =
+        |texts: &[&str]| Command::Candidates(texts.iter().map(|t| (*t).to_owned()).collect());
+    assert_eq!(
+        w.send(ALICE, together(&["x", "y"])),
+        [
+            refused(
+                ALICE,
+                Request::Candidate,
+                Reason::NotInCall,
+                "not in a call"
+            ),
+            refused(
+                ALICE,
+                Request::Candidate,
+                Reason::NotInCall,
+                "not in a call"
+            ),
+        ],
+        "one refusal per candidate"
+    );
+    w.call(ALICE, "bob");
+    // While it rings, each is buffered in turn, and flushed in order once answered.
+    assert_eq!(w.send(ALICE, together(&["r1", "r2", "r3"])), []);
+    let out = w.answer(BOB, "alice", true);
+    assert_eq!(
+        out[2..],
+        [
+            candidate(BOB, "r1"),
+            candidate(BOB, "r2"),
+            candidate(BOB, "r3")
+        ]
+    );
+    // Up: relayed at once, in order, both ways.
+    assert_eq!(
+        w.send(ALICE, together(&["a1", "a2", "a3"])),
+        [
+            candidate(BOB, "a1"),
+            candidate(BOB, "a2"),
+            candidate(BOB, "a3")
+        ]
+    );
+    assert_eq!(
+        w.send(BOB, together(&["b1", "b2"])),
+        [candidate(ALICE, "b1"), candidate(ALICE, "b2")]
+    );
+}
+
+#[test]
 fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
     let mut w = World::new();
     w.register(ALICE, "alice");
     w.register(BOB, "bob");
     assert_eq!(
-        w.send(ALICE, Command::Candidate("early".into())),
+        w.send(ALICE, Command::Candidates(vec!["early".into()])),
         [refused(
             ALICE,
             Request::Candidate,
@@ -497,13 +549,13 @@ fn candidates_before_accept_are_buffered_bounded_and_flushed_in_order() {
     let max = Limits::default().max_buffered_candidates;
     for n in 0..max {
         assert_eq!(
-            w.send(ALICE, Command::Candidate(format!("c{n}"))),
+            w.send(ALICE, Command::Candidates(vec![format!("c{n}")])),
             [],
             "buffered"
         );
     }
     assert_eq!(
-        w.send(ALICE, Command::Candidate("one too many".into())),
+        w.send(ALICE, Command::Candidates(vec!["one too many".into()])),
         [refused(
             ALICE,
             Request::Candidate,
@@ -538,10 +590,10 @@ fn buffered_candidates_are_bounded_in_bytes() {
     // Sixteen 4 KiB candidates fill the 64 KiB; the seventeenth does not fit.
     let big = "c".repeat(4096);
     for _ in 0..16 {
-        assert_eq!(w.send(ALICE, Command::Candidate(big.clone())), []);
+        assert_eq!(w.send(ALICE, Command::Candidates(vec![big.clone()])), []);
     }
     assert_eq!(
-        w.send(ALICE, Command::Candidate(big.clone())),
+        w.send(ALICE, Command::Candidates(vec![big.clone()])),
         [refused(
             ALICE,
             Request::Candidate,
@@ -820,7 +872,7 @@ fn a_gateway_going_away_keeps_its_calls_for_a_resume_to_rejoin() {
     assert_eq!(w.counts().sessions, 1);
     assert_eq!(w.counts().calls, 1, "the call goes on");
     // What Carol sends meanwhile is kept for Alice.
-    assert_eq!(w.send(CAROL, Command::Candidate("c1".into())), []);
+    assert_eq!(w.send(CAROL, Command::Candidates(vec!["c1".into()])), []);
     // Alice's page reconnects through another gateway and rejoins the call it still has.
     let again = SessionKey {
         gateway: GatewayId(3),
@@ -857,7 +909,7 @@ fn a_gateway_going_away_keeps_its_calls_for_a_resume_to_rejoin() {
         ]
     );
     assert_eq!(
-        w.send(CAROL, Command::Candidate("c2".into())),
+        w.send(CAROL, Command::Candidates(vec!["c2".into()])),
         [candidate(again, "c2")]
     );
     assert_eq!(
@@ -988,7 +1040,7 @@ fn names_and_calls_asserted_again_after_the_store_forgot_them() {
     );
     // The call carries on, and ends, as before.
     assert_eq!(
-        w.send(CAROL, Command::Candidate("c".into())),
+        w.send(CAROL, Command::Candidates(vec!["c".into()])),
         [candidate(ALICE, "c")]
     );
     assert_eq!(
@@ -1017,7 +1069,7 @@ fn every_delivery_of_a_call_carries_its_trace() {
         "incomingCall"
     );
     assert_eq!(
-        traces(&w.send(ALICE, Command::Candidate("c".into()))),
+        traces(&w.send(ALICE, Command::Candidates(vec!["c".into()]))),
         [],
         "buffered"
     );
@@ -1032,7 +1084,7 @@ fn every_delivery_of_a_call_carries_its_trace() {
         "accepted, start, flushed candidate"
     );
     assert_eq!(
-        traces(&w.send(BOB, Command::Candidate("b".into()))),
+        traces(&w.send(BOB, Command::Candidates(vec!["b".into()]))),
         vec![trace.clone()]
     );
     assert_eq!(

@@ -15,6 +15,8 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
+use super::batch::Batched;
+
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a short command may take: past it the store is taken for unavailable.
@@ -194,15 +196,18 @@ impl Backend {
                     .set_response_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
-                Ok(Conn::Managed(
-                    ConnectionManager::new_with_config(client.clone(), config).await?,
-                ))
+                let managed = ConnectionManager::new_with_config(client.clone(), config).await?;
+                Ok(Conn::Batched(Batched::new(Conn::Managed(managed))))
             }
             Backend::Single(client) => Ok(Conn::Plain(multiplexed(client, Some(timeout)).await?)),
             Backend::Sentinel(sentinel) => {
                 // Asked again on every connection: after a failover, the new master.
                 let client = sentinel.lock().await.async_get_client().await?;
-                Ok(Conn::Plain(multiplexed(&client, Some(timeout)).await?))
+                let plain = Conn::Plain(multiplexed(&client, Some(timeout)).await?);
+                Ok(match block {
+                    None => Conn::Batched(Batched::new(plain)),
+                    Some(_) => plain,
+                })
             }
             Backend::Cluster(cluster) => {
                 let config = redis::cluster::ClusterConfig::new()
@@ -239,6 +244,8 @@ pub enum Conn {
     Managed(ConnectionManager),
     Plain(MultiplexedConnection),
     Cluster(ClusterConnection),
+    /// The shared connection to one server: its commands go in batches.
+    Batched(Batched),
 }
 
 impl ConnectionLike for Conn {
@@ -247,6 +254,7 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.req_packed_command(cmd),
             Conn::Plain(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Batched(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -260,6 +268,7 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Batched(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -268,6 +277,7 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.get_db(),
             Conn::Plain(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Batched(c) => c.get_db(),
         }
     }
 }

@@ -85,7 +85,7 @@ impl RedisDirectory {
             let read = tokio::select! {
                 () = inbox.cut.cancelled() => return,
                 () = self.stop.cancelled() => return,
-                read = reader.xread_options::<_, _, StreamReadReply>(&keys, &ids, &options) => read,
+                read = reader.xread_options::<_, _, redis::Value>(&keys, &ids, &options) => read,
             };
             let reply = match read {
                 Ok(reply) => reply,
@@ -98,17 +98,17 @@ impl RedisDirectory {
                 }
             };
             delay = Duration::from_millis(100);
-            for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
-                position = entry.id.clone();
-                let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
+            for (id, data) in entries(first_stream(reply)) {
+                position.clone_from(&id);
+                let Some(data) = data else {
                     continue;
                 };
                 let Ok(message) = SessionMessage::decode(data.as_slice()) else {
-                    tracing::warn!(%gateway, id = %entry.id, "unreadable delivery in the inbox; skipped");
+                    tracing::warn!(%gateway, %id, "unreadable delivery in the inbox; skipped");
                     continue;
                 };
                 let inbound = Inbound {
-                    position: Some(entry.id),
+                    position: Some(id),
                     message,
                 };
                 tokio::select! {
@@ -161,17 +161,14 @@ impl RedisDirectory {
             .await?;
         // Exclusive of what the gateway said it received.
         let start = received.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
-        let entries: redis::streams::StreamRangeReply = self
+        let reply: redis::Value = self
             .run("XRANGE", async {
                 conn.xrange_count(&inbox, &start, "+", INBOX_LENGTH).await
             })
             .await?;
         let mut again = Vec::new();
-        for entry in entries.ids {
-            let Some(redis::Value::BulkString(data)) = entry.map.get("d") else {
-                continue;
-            };
-            let Ok(mut message) = SessionMessage::decode(data.as_slice()) else {
+        for (_, data) in entries(reply) {
+            let Some(Ok(mut message)) = data.map(|d| SessionMessage::decode(d.as_slice())) else {
                 continue;
             };
             // What a call in progress carries, which comes twice harmlessly (a candidate added
@@ -211,4 +208,127 @@ fn append(pipe: &mut redis::Pipeline, gateway: GatewayId, data: Vec<u8>) {
         .arg("d")
         .arg(data)
         .ignore();
+}
+
+/// One stream's part of an XREAD reply (nil when the wait ran out): its entries.
+fn first_stream(reply: redis::Value) -> redis::Value {
+    use redis::Value;
+    match reply {
+        // RESP2: [[key, entries]]
+        Value::Array(streams) => streams
+            .into_iter()
+            .next()
+            .and_then(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .unwrap_or(Value::Nil),
+        // RESP3: {key: entries}
+        Value::Map(streams) => streams
+            .into_iter()
+            .next()
+            .map_or(Value::Nil, |(_, entries)| entries),
+        _ => Value::Nil,
+    }
+}
+
+/// The entries of one stream, as XRANGE answers them: each one's id and delivery (`None` when
+/// it carries none). Read straight from the reply: the inbox is the hot path of every relayed
+/// message, and a map per entry was most of the cost of reading it.
+fn entries(reply: redis::Value) -> Vec<(String, Option<Vec<u8>>)> {
+    use redis::Value;
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let text = |value: Value| match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(entry) = entry else {
+                return None;
+            };
+            let mut entry = entry.into_iter();
+            let id = text(entry.next()?)?;
+            let fields: Vec<(Value, Value)> = match entry.next() {
+                Some(Value::Array(flat)) => {
+                    let mut flat = flat.into_iter();
+                    std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+                }
+                Some(Value::Map(pairs)) => pairs,
+                _ => Vec::new(),
+            };
+            let data = fields
+                .into_iter()
+                .find_map(|(name, value)| match (name, value) {
+                    (Value::BulkString(name), Value::BulkString(data)) if name == b"d" => {
+                        Some(data)
+                    }
+                    _ => None,
+                });
+            Some((id, data))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::{entries, first_stream};
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, fields: &[&str]) -> Value {
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
+    }
+
+    #[test]
+    fn an_xread_reply_gives_its_entries_in_order_with_their_deliveries() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("sig:gw:{00000000000000ab}:inbox"),
+            Value::Array(vec![
+                entry("1-0", &["d", "first"]),
+                entry("1-1", &["other", "x"]),
+                entry("2-0", &["other", "x", "d", "third"]),
+            ]),
+        ])]);
+        assert_eq!(
+            entries(first_stream(reply)),
+            vec![
+                ("1-0".to_owned(), Some(b"first".to_vec())),
+                ("1-1".to_owned(), None),
+                ("2-0".to_owned(), Some(b"third".to_vec())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resp3_reply_reads_the_same() {
+        let reply = Value::Map(vec![(
+            bulk("inbox"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("5-0"),
+                Value::Map(vec![(bulk("d"), bulk("data"))]),
+            ])]),
+        )]);
+        assert_eq!(
+            entries(first_stream(reply)),
+            vec![("5-0".to_owned(), Some(b"data".to_vec()))]
+        );
+    }
+
+    #[test]
+    fn a_wait_that_ran_out_has_no_entries() {
+        assert!(entries(first_stream(Value::Nil)).is_empty());
+        assert!(entries(Value::Nil).is_empty());
+    }
 }

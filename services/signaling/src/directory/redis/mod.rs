@@ -31,6 +31,7 @@
 //! hash slot, so Redis Cluster works.
 //! (Over 300 lines: the key layout, the connection and the `Directory` implementation that uses them are read together; records, inboxes and housekeeping have modules of their own.)
 
+mod batch;
 mod connection;
 mod housekeeping;
 mod inbox;
@@ -43,7 +44,7 @@ use std::{
 };
 
 use prost::Message as _;
-use redis::{AsyncCommands, RedisResult, Script, streams::StreamReadReply};
+use redis::{AsyncCommands, RedisResult, Script};
 use stunner_proto::signaling::v1::{SessionMessage, session_message::Body as Out};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
