@@ -6,9 +6,9 @@
 //! compare-and-set. The record is read with its version, the switchboard's pure rule computes
 //! the new record, and a Lua script writes it only if the version is still the one read;
 //! otherwise the rule runs again on what another replica wrote. The rule stays in Rust (tested
-//! without Redis) and Redis settles who was first, atomically, on one key. The version is a
-//! random token per write rather than a counter, so a record deleted and re-created in between
-//! can never be mistaken for the one read. MULTI/WATCH would do the same but needs a connection
+//! without Redis) and Redis settles who was first, atomically, on one key. The version is
+//! unique per write (the writer's random prefix and its count) rather than a counter kept in the
+//! record, so a record deleted and re-created in between can never be mistaken for the one read. MULTI/WATCH would do the same but needs a connection
 //! per transaction; a script runs on the shared multiplexed connection.
 //!
 //! **Deliveries** go to a Redis Stream per gateway instance (`sig:gw:{<gateway>}:inbox`), read
@@ -132,6 +132,8 @@ pub struct RedisDirectory {
     conn: Mutex<Conn>,
     in_flight: tokio::sync::Semaphore,
     scripts: Scripts,
+    /// Versions of the records this replica writes.
+    versions: records::Versions,
     metrics: Metrics,
     health: Mutex<Health>,
     /// The gateways whose inboxes this replica reads, and how to stop each.
@@ -203,6 +205,7 @@ impl RedisDirectory {
                 pop_due: Script::new(POP_DUE),
                 take_set: Script::new(TAKE_SET),
             },
+            versions: records::Versions::new(),
             metrics,
             health: Mutex::new(Health::new()),
             readers: Mutex::default(),

@@ -54,7 +54,7 @@ impl RedisDirectory {
                     .key(record_key(name))
                     .arg(version)
                     .arg(data)
-                    .arg(svc_common::random_hex(8))
+                    .arg(self.versions.next())
                     .arg(millis(ttl))
                     .arg(
                         record
@@ -100,5 +100,43 @@ impl RedisDirectory {
             .run("HGET", async { conn.hget(record_key(name), "r").await })
             .await?;
         Ok(route.as_deref().and_then(Route::decode))
+    }
+}
+
+/// Versions of records: never the same twice, across replicas and restarts (a random prefix
+/// per replica, a count after it), without asking the OS for randomness on every write.
+pub(super) struct Versions {
+    prefix: String,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl Versions {
+    pub(super) fn new() -> Self {
+        Self {
+            prefix: svc_common::random_hex(8),
+            written: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}{n:x}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Versions;
+
+    #[test]
+    fn versions_never_repeat_within_a_replica_or_across_two() {
+        let (one, other) = (Versions::new(), Versions::new());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            assert!(seen.insert(one.next()));
+            assert!(seen.insert(other.next()));
+        }
     }
 }
