@@ -451,13 +451,21 @@ mod tests {
         .into();
         let first = next_job(&mut queue).expect("queued");
         assert_eq!(first.seq, 1);
-        assert_eq!(first.merged, [2, 3], "each merged one is acknowledged with it");
+        assert_eq!(
+            first.merged,
+            [2, 3],
+            "each merged one is acknowledged with it"
+        );
         assert_eq!(
             first.command,
             Command::Candidates(vec!["a".into(), "b".into(), "c".into()])
         );
         let stop = next_job(&mut queue).expect("queued");
-        assert_eq!((stop.seq, stop.command), (4, Command::Stop), "nothing jumps a stop");
+        assert_eq!(
+            (stop.seq, stop.command),
+            (4, Command::Stop),
+            "nothing jumps a stop"
+        );
         let last = next_job(&mut queue).expect("queued");
         assert_eq!((last.seq, last.merged.len()), (5, 0));
         assert!(next_job(&mut queue).is_none());

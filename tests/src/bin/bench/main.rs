@@ -3,7 +3,8 @@
 //! - `ice`: ice-config alone, over gRPC and over REST, beside a health check on the same server;
 //! - `throughput`: the call path (browsers over WebSocket -> gateway -> signaling -> gateway)
 //!   with 4 KB SDPs and 10 candidates per side per call, one signaling in memory;
-//! - `replicas`: the same through 2 gateways x 2 signaling replicas on Redis, as a ratio;
+//! - `replicas`: the same through 2 gateways x 2 signaling replicas on Redis, as a ratio to the
+//!   `throughput` run and to one replica in memory behind the same 2 gateways;
 //! - `latency`: call setup and candidate relay at light load;
 //! - `sessions`, `sessions-redis`: idle sessions by the hundred thousand over several gateways,
 //!   on one signaling in memory / on two replicas on Redis: memory per session of each process;
@@ -120,19 +121,32 @@ async fn main() {
     }
 
     if options.runs("replicas") {
+        // The same shape in memory first: what the store and the second replica cost, apart
+        // from what splitting each call over two gateways costs.
+        println!(
+            "== throughput: {} pairs, 2 gateways x 1 signaling in memory (caller and callee on different gateways)",
+            options.pairs
+        );
+        let split = Topology::mesh(Store::Memory, 2, 1, &static_config(3478), flags()).await;
+        let two_gateways = calls::throughput(&split, &options, &sdp, epoch, "g").await;
+        drop(split);
         println!(
             "== throughput: {} pairs, 2 gateways x 2 signaling replicas on Redis (caller and callee on different gateways and replicas)",
             options.pairs
         );
         let replicas = Topology::start(Store::Redis, &static_config(3478), flags()).await;
         let shared = calls::throughput(&replicas, &options, &sdp, epoch, "r").await;
-        if let Some(in_memory) = &in_memory {
+        let ratio = |label: &str, baseline: &calls::Throughput| {
             println!(
-                "ratio to one replica in memory: {:.2}x the CPU per delivered message, {:.2}x the messages/s",
-                shared.cpu_per_message / in_memory.cpu_per_message,
-                shared.per_second / in_memory.per_second
+                "ratio to {label}: {:.2}x the CPU per delivered message, {:.2}x the messages/s",
+                shared.cpu_per_message / baseline.cpu_per_message,
+                shared.per_second / baseline.per_second
             );
+        };
+        if let Some(in_memory) = &in_memory {
+            ratio("one replica in memory", in_memory);
         }
+        ratio("one replica in memory, same 2 gateways", &two_gateways);
     }
 
     if options.runs("latency") {

@@ -143,7 +143,10 @@ mod tests {
             .connect(None)
             .await
             .expect("connected");
-        assert!(matches!(conn, Conn::Batched(_)), "one server's shared connection batches");
+        assert!(
+            matches!(conn, Conn::Batched(_)),
+            "one server's shared connection batches"
+        );
         conn
     }
 
@@ -187,12 +190,16 @@ mod tests {
         let failed: RedisResult<i64> = conn.get("before").await;
         assert!(failed.is_err(), "no store, no reply");
         redis.restart().await;
-        let served = testkit::eventually(std::time::Duration::from_secs(10), "the store back", || {
-            let mut conn = conn.clone();
-            async move { conn.get::<_, i64>("before").await.ok() }
-        })
-        .await;
-        assert_eq!(served, 1, "the same handle serves again, with the data kept");
+        let served =
+            testkit::eventually(std::time::Duration::from_secs(10), "the store back", || {
+                let mut conn = conn.clone();
+                async move { conn.get::<_, i64>("before").await.ok() }
+            })
+            .await;
+        assert_eq!(
+            served, 1,
+            "the same handle serves again, with the data kept"
+        );
     }
 
     #[tokio::test]

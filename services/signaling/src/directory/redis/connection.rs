@@ -1,7 +1,8 @@
 //! Reaching Redis: the URL forms (standalone, Sentinel, Cluster) and connections that reconnect
-//! by themselves. One shared connection carries every short command (the multiplexed
-//! connection pipelines concurrent requests); each blocking inbox read gets a connection of its
-//! own, since a blocked command holds every command queued behind it on its connection.
+//! by themselves. One shared connection carries every short command (in batches on one server
+//! or a Sentinel's master: [`super::batch`]; a Cluster's connection routes each to its node);
+//! each blocking inbox read gets a connection of its own, since a blocked command holds every
+//! command queued behind it on its connection.
 //! (Over 300 lines with its URL tests.)
 
 use std::time::Duration;
