@@ -207,7 +207,8 @@ struct Job {
 impl<D: Directory> Reader<D> {
     async fn run(mut self, mut inbound: Streaming<pb::GatewayMessage>) {
         let mut queues: HashMap<u64, VecDeque<Job>> = HashMap::new();
-        // Commands under way, and where each says it is done: (session, seq).
+        // Commands under way, and where each says it is done: (session, seq, the seqs merged
+        // into it).
         let mut running = 0usize;
         let (done_tx, mut done) = mpsc::unbounded_channel::<(u64, u64, Vec<u64>)>();
         let mut alive = tokio::time::interval(SEEN_EVERY);
