@@ -35,6 +35,37 @@ impl Redis {
         redis
     }
 
+    /// A server replicating `master` (`--replicaof`), once it has caught up with it.
+    pub async fn start_replica_of(master: &Redis) -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut replica = Redis {
+            port,
+            dir,
+            child: None,
+        };
+        let master_port = master.port().to_string();
+        replica
+            .launch(&["--replicaof", "127.0.0.1", &master_port])
+            .await;
+        eventually(
+            Duration::from_secs(30),
+            "the replica to catch up with its master",
+            || async move {
+                let info = cli(port, &["INFO", "replication"]).await;
+                info.contains("master_link_status:up").then_some(())
+            },
+        )
+        .await;
+        replica
+    }
+
+    /// SIGKILL: the server is gone at once, without a word to its clients.
+    pub async fn kill(&mut self) {
+        self.signal("KILL").await;
+        self.wait_exit().await;
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -205,8 +236,10 @@ impl RedisCluster {
 
 /// A `redis-server` watched by one Sentinel (`redis-server --sentinel`), which names it as the
 /// master of `calls`: the URL clients are given is the Sentinel's, never the server's.
+/// Optionally with a replica, which the Sentinel promotes when the master goes away.
 pub struct RedisSentinel {
     pub master: Redis,
+    pub replica: Option<Redis>,
     port: u16,
     _dir: TempDir,
     _sentinel: Child,
@@ -214,7 +247,20 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub async fn start() -> RedisSentinel {
+        Self::build(false).await
+    }
+
+    /// A master and its replica, watched by the Sentinel.
+    pub async fn with_replica() -> RedisSentinel {
+        Self::build(true).await
+    }
+
+    async fn build(with_replica: bool) -> RedisSentinel {
         let master = Redis::start().await;
+        let replica = match with_replica {
+            true => Some(Redis::start_replica_of(&master).await),
+            false => None,
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         // Sentinel rewrites its configuration file: it must be its own, and writable.
@@ -224,7 +270,8 @@ impl RedisSentinel {
             format!(
                 "port {port}\nbind 127.0.0.1\nprotected-mode no\nloglevel warning\n\
                  sentinel monitor calls 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds calls 1000\n",
+                 sentinel down-after-milliseconds calls 1000\n\
+                 sentinel failover-timeout calls 5000\n",
                 master.port()
             ),
         )
@@ -252,12 +299,55 @@ impl RedisSentinel {
             },
         )
         .await;
+        if let Some(replica) = &replica {
+            let replica_port = replica.port().to_string();
+            eventually(
+                Duration::from_secs(30),
+                "the sentinel to know the replica",
+                || {
+                    let replica_port = replica_port.clone();
+                    async move {
+                        let answer = cli(port, &["SENTINEL", "replicas", "calls"]).await;
+                        answer.contains(&replica_port).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
         RedisSentinel {
             master,
+            replica,
             port,
             _dir: dir,
             _sentinel: sentinel,
         }
+    }
+
+    /// Waits until the replica has everything the master has, SIGKILLs the master, and waits
+    /// until the Sentinel names the replica as the master.
+    pub async fn fail_over(&mut self) {
+        let replica_port = self
+            .replica
+            .as_ref()
+            .expect("a Sentinel started with a replica")
+            .port()
+            .to_string();
+        let acknowledged = cli(self.master.port(), &["WAIT", "1", "5000"]).await;
+        assert_eq!(acknowledged.trim(), "1", "the replica has every write");
+        self.master.kill().await;
+        let port = self.port;
+        eventually(
+            Duration::from_secs(30),
+            "the sentinel to promote the replica",
+            || {
+                let replica_port = replica_port.clone();
+                async move {
+                    let answer = cli(port, &["SENTINEL", "get-master-addr-by-name", "calls"]).await;
+                    answer.contains(&replica_port).then_some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// `redis+sentinel://127.0.0.1:<sentinel port>/calls`.

@@ -1,12 +1,15 @@
 //! Several signaling replicas on one store: races between replicas are settled by the store,
 //! whichever replica and gateway each party came through.
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
-use serde_json::json;
+use serde_json::{Value, json};
+use tempfile::TempDir;
 use testkit::{
-    Browser,
+    Browser, Service,
     redis::RedisSentinel,
-    stack::{Flags, Launch, static_config, ws_url},
+    stack::{Flags, Launch, static_config, wait_ready, ws_url},
     topology::{Store, Topology},
 };
 
@@ -118,30 +121,9 @@ async fn a_registration_storm_through_six_gateways_queues_and_every_one_is_accep
 #[tokio::test]
 async fn replicas_find_the_store_through_sentinel() {
     let sentinel = RedisSentinel::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("stunnerd.conf");
-    std::fs::write(&config, static_config(3478)).expect("write config");
-    let ice_config = Launch::ice_config(&config).start().await;
-    let url = sentinel.url();
-    let a = Launch::signaling()
-        .args(["--redis-url", &url])
-        .start()
-        .await;
-    let b = Launch::signaling()
-        .args(["--redis-url", &url])
-        .start()
-        .await;
-    let ice_url = ice_config.url("grpc", "");
-    let gateway_a = Launch::gateway(&ice_url, &a.url("grpc", "")).start().await;
-    let gateway_b = Launch::gateway(&ice_url, &b.url("grpc", "")).start().await;
-
-    let mut alice = Browser::connect(&ws_url(&gateway_a)).await;
-    alice.register_ok("alice").await;
-    let mut bob = Browser::connect(&ws_url(&gateway_b)).await;
-    bob.register_ok("bob").await;
-    let (accepted, _) = alice.call_answered("alice", &mut bob, "bob").await;
-    assert_eq!(accepted["response"], "accepted", "{accepted}");
-    let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 40001 typ relay", "sdpMid": "0", "sdpMLineIndex": 0});
+    let services = TwoReplicas::on(&sentinel.url()).await;
+    let (mut alice, mut bob) = services.alice_calling_bob().await;
+    let candidate = candidate(1);
     alice
         .send(json!({"id": "onIceCandidate", "candidate": candidate}))
         .await;
@@ -150,6 +132,104 @@ async fn replicas_find_the_store_through_sentinel() {
         sentinel.master.keys().await > 0,
         "the names and the call are in the master"
     );
+}
+
+/// The master a Sentinel names is SIGKILLed mid-call and the Sentinel promotes its replica:
+/// both signaling replicas follow it there. The call goes on (a candidate crosses replicas
+/// again), the names are still held, and a new name is served.
+#[tokio::test]
+async fn replicas_follow_a_sentinel_failover_with_names_and_calls_kept() {
+    let mut sentinel = RedisSentinel::with_replica().await;
+    let services = TwoReplicas::on(&sentinel.url()).await;
+    let (mut alice, mut bob) = services.alice_calling_bob().await;
+    sentinel.fail_over().await;
+    for replica in [&services.a, &services.b] {
+        wait_ready(replica).await;
+    }
+    // A candidate sent while a replica is still finding the new master may be refused
+    // (`unavailable`); the page's next one goes through.
+    let mut crossed = false;
+    for n in 0..20 {
+        let candidate = candidate(n);
+        alice
+            .send(json!({"id": "onIceCandidate", "candidate": candidate}))
+            .await;
+        let relayed = tokio::time::timeout(
+            Duration::from_secs(2),
+            bob.recv_within(Duration::from_secs(60)),
+        )
+        .await;
+        if let Ok(message) = relayed {
+            assert_eq!(message["id"], "iceCandidate", "{message}");
+            assert_eq!(message["candidate"], candidate);
+            crossed = true;
+            break;
+        }
+    }
+    assert!(
+        crossed,
+        "a candidate crossed the replicas after the failover"
+    );
+    let mut stranger = Browser::connect(&ws_url(&services.gateway_b)).await;
+    let taken = stranger.register("alice").await;
+    assert_eq!(
+        taken["reason"], "name_taken",
+        "alice is still held: {taken}"
+    );
+    let mut carol = Browser::connect(&ws_url(&services.gateway_a)).await;
+    carol.register_ok("carol").await;
+    let replica = sentinel.replica.as_ref().expect("started with one");
+    assert!(
+        replica.keys().await > 0,
+        "the store is the promoted replica"
+    );
+}
+
+fn candidate(n: u16) -> Value {
+    json!({"candidate": format!("candidate:{n} 1 udp 2122260223 127.0.0.1 {} typ relay", 40000 + n), "sdpMid": "0", "sdpMLineIndex": 0})
+}
+
+/// Two signaling replicas that reach the store at `url`, each with a gateway of its own.
+struct TwoReplicas {
+    a: Service,
+    b: Service,
+    gateway_a: Service,
+    gateway_b: Service,
+    _ice_config: Service,
+    _dir: TempDir,
+}
+
+impl TwoReplicas {
+    async fn on(url: &str) -> TwoReplicas {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("stunnerd.conf");
+        std::fs::write(&config, static_config(3478)).expect("write config");
+        let ice_config = Launch::ice_config(&config).start().await;
+        let a = Launch::signaling().args(["--redis-url", url]).start().await;
+        let b = Launch::signaling().args(["--redis-url", url]).start().await;
+        let ice_url = ice_config.url("grpc", "");
+        let gateway_a = Launch::gateway(&ice_url, &a.url("grpc", "")).start().await;
+        let gateway_b = Launch::gateway(&ice_url, &b.url("grpc", "")).start().await;
+        TwoReplicas {
+            a,
+            b,
+            gateway_a,
+            gateway_b,
+            _ice_config: ice_config,
+            _dir: dir,
+        }
+    }
+
+    /// Alice on the first gateway and replica has called Bob on the second; he answered.
+    async fn alice_calling_bob(&self) -> (Browser, Browser) {
+        let mut alice = Browser::connect(&ws_url(&self.gateway_a)).await;
+        alice.register_ok("alice").await;
+        let mut bob = Browser::connect(&ws_url(&self.gateway_b)).await;
+        bob.register_ok("bob").await;
+        let (accepted, _) = alice.call_answered("alice", &mut bob, "bob").await;
+        assert_eq!(accepted["response"], "accepted", "{accepted}");
+        (alice, bob)
+    }
 }
 
 macro_rules! on_shared_stores {
