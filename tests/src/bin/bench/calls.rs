@@ -15,6 +15,8 @@ use testkit::{Browser, topology::Topology};
 use crate::{Options, procfs::cpu_ticks};
 
 const CANDIDATES: usize = 10;
+/// Messages delivered to the browsers per call (see `one_call`).
+const MESSAGES_PER_CALL: u64 = 24;
 
 /// What a throughput run measured.
 pub struct Throughput {
@@ -22,10 +24,12 @@ pub struct Throughput {
     pub cpu_per_message: f64,
 }
 
-/// Pairs calling back to back; CPU of every process on the call path (store included).
+/// Pairs calling back to back, or at `rate` messages/s in all; CPU of every process on the call
+/// path (store included).
 pub async fn throughput(
     topology: &Topology,
     options: &Options,
+    rate: Option<f64>,
     sdp: &str,
     epoch: Instant,
     prefix: &str,
@@ -38,13 +42,27 @@ pub async fn throughput(
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (mut caller, mut callee, name) in pair_set {
+    // At a rate: each pair calls once every `pace`, the pairs spread over it.
+    let pairs = pair_set.len().max(1);
+    let pace = rate.map(|rate| {
+        Duration::from_secs_f64(pairs as f64 * MESSAGES_PER_CALL as f64 / rate.max(1.0))
+    });
+    for (n, (mut caller, mut callee, name)) in pair_set.into_iter().enumerate() {
         let (delivered, stop, sdp) = (delivered.clone(), stop.clone(), sdp.to_owned());
+        let mut tick = pace.map(|every| {
+            let start = tokio::time::Instant::now() + every.mul_f64(n as f64 / pairs as f64);
+            let mut tick = tokio::time::interval_at(start, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
         tasks.spawn(async move {
             let mut samples = Samples::default();
             while !stop.load(Ordering::Relaxed) {
+                if let Some(tick) = &mut tick {
+                    tick.tick().await;
+                }
                 one_call(&mut caller, &mut callee, &name, &sdp, epoch, &mut samples).await;
-                delivered.fetch_add(24, Ordering::Relaxed);
+                delivered.fetch_add(MESSAGES_PER_CALL, Ordering::Relaxed);
             }
             samples
         });

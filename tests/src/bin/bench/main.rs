@@ -5,6 +5,9 @@
 //!   with 4 KB SDPs and 10 candidates per side per call, one signaling in memory;
 //! - `replicas`: the same through 2 gateways x 2 signaling replicas on Redis, as a ratio to the
 //!   `throughput` run and to one replica in memory behind the same 2 gateways;
+//! - `equal-load`: the three call paths of `throughput` and `replicas` at fixed rates of messages
+//!   (`--rates`), below what the slowest delivers: CPU per message at the same load, where the
+//!   saturated runs compare each path at its own throughput (and its own batching);
 //! - `latency`: call setup and candidate relay at light load;
 //! - `sessions`, `sessions-redis`: idle sessions by the hundred thousand over several gateways,
 //!   on one signaling in memory / on two replicas on Redis: memory per session of each process;
@@ -13,7 +16,8 @@
 //! Prints figures; asserts nothing. Build the release binaries first:
 //!
 //!     cargo build --release --workspace --bins && ./target/release/bench [--quick]
-//!         [--phases=ice,throughput,replicas,latency,sessions,sessions-redis,storm] [--pairs=200 --seconds=10 …]
+//!         [--phases=ice,throughput,replicas,equal-load,latency,sessions,sessions-redis,storm]
+//!         [--pairs=200 --seconds=10 --rates=10000,20000,40000 …]
 //!
 //! The load generator shares the machine's cores with the servers, so server CPU is measured
 //! from /proc (user + system time of the server processes), not inferred from wall time.
@@ -34,6 +38,8 @@ struct Options {
     phases: Vec<String>,
     pairs: usize,
     seconds: u64,
+    /// Messages/s in all, for `equal-load`: one run of each call path per rate.
+    rates: Vec<u64>,
     light_pairs: usize,
     ice_seconds: u64,
     ice_concurrency: usize,
@@ -58,7 +64,7 @@ impl Options {
         let phases = args
             .iter()
             .find_map(|a| a.strip_prefix("--phases="))
-            .unwrap_or("ice,throughput,replicas,latency,sessions,sessions-redis,storm")
+            .unwrap_or("ice,throughput,replicas,equal-load,latency,sessions,sessions-redis,storm")
             .split(',')
             .map(str::to_owned)
             .collect();
@@ -66,6 +72,13 @@ impl Options {
             phases,
             pairs: arg("pairs", 200, 50) as usize,
             seconds: arg("seconds", 10, 3),
+            rates: args
+                .iter()
+                .find_map(|a| a.strip_prefix("--rates="))
+                .unwrap_or(if quick { "20000" } else { "10000,20000,40000" })
+                .split(',')
+                .filter_map(|r| r.parse().ok())
+                .collect(),
             light_pairs: arg("light-pairs", 100, 20) as usize,
             ice_seconds: arg("ice-seconds", 5, 2),
             ice_concurrency: arg("ice-concurrency", 64, 32) as usize,
@@ -117,7 +130,7 @@ async fn main() {
             "== throughput: {} pairs calling back to back for {}s, one signaling in memory",
             options.pairs, options.seconds
         );
-        in_memory = Some(calls::throughput(&single, &options, &sdp, epoch, "t").await);
+        in_memory = Some(calls::throughput(&single, &options, None, &sdp, epoch, "t").await);
     }
 
     if options.runs("replicas") {
@@ -128,14 +141,14 @@ async fn main() {
             options.pairs
         );
         let split = Topology::mesh(Store::Memory, 2, 1, &static_config(3478), flags()).await;
-        let two_gateways = calls::throughput(&split, &options, &sdp, epoch, "g").await;
+        let two_gateways = calls::throughput(&split, &options, None, &sdp, epoch, "g").await;
         drop(split);
         println!(
             "== throughput: {} pairs, 2 gateways x 2 signaling replicas on Redis (caller and callee on different gateways and replicas)",
             options.pairs
         );
         let replicas = Topology::start(Store::Redis, &static_config(3478), flags()).await;
-        let shared = calls::throughput(&replicas, &options, &sdp, epoch, "r").await;
+        let shared = calls::throughput(&replicas, &options, None, &sdp, epoch, "r").await;
         let ratio = |label: &str, baseline: &calls::Throughput| {
             println!(
                 "ratio to {label}: {:.2}x the CPU per delivered message, {:.2}x the messages/s",
@@ -147,6 +160,38 @@ async fn main() {
             ratio("one replica in memory", in_memory);
         }
         ratio("one replica in memory, same 2 gateways", &two_gateways);
+    }
+
+    if options.runs("equal-load") {
+        let split = Topology::mesh(Store::Memory, 2, 1, &static_config(3478), flags()).await;
+        let replicas = Topology::start(Store::Redis, &static_config(3478), flags()).await;
+        for (round, &rate) in options.rates.iter().enumerate() {
+            let rate = rate as f64;
+            println!(
+                "== equal load: {} pairs, {rate:.0} messages/s in all, on each call path",
+                options.pairs
+            );
+            // Each round its own names: the pairs of a round stay registered.
+            let prefix = |path: char| format!("{path}{round}-");
+            println!("-- one signaling in memory");
+            let alone =
+                calls::throughput(&single, &options, Some(rate), &sdp, epoch, &prefix('e')).await;
+            println!("-- 2 gateways x 1 signaling in memory");
+            let two_gateways =
+                calls::throughput(&split, &options, Some(rate), &sdp, epoch, &prefix('f')).await;
+            println!("-- 2 gateways x 2 signaling replicas on Redis");
+            let shared =
+                calls::throughput(&replicas, &options, Some(rate), &sdp, epoch, &prefix('h')).await;
+            for (label, baseline) in [
+                ("one replica in memory", &alone),
+                ("one replica in memory, same 2 gateways", &two_gateways),
+            ] {
+                println!(
+                    "ratio at {rate:.0} msg/s to {label}: {:.2}x the CPU per delivered message",
+                    shared.cpu_per_message / baseline.cpu_per_message
+                );
+            }
+        }
     }
 
     if options.runs("latency") {
