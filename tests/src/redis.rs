@@ -48,13 +48,11 @@ impl Redis {
         replica
             .launch(&["--replicaof", "127.0.0.1", &master_port])
             .await;
-        eventually(
-            Duration::from_secs(30),
+        answers(
+            port,
+            &["INFO", "replication"],
+            "master_link_status:up",
             "the replica to catch up with its master",
-            || async move {
-                let info = cli(port, &["INFO", "replication"]).await;
-                info.contains("master_link_status:up").then_some(())
-            },
         )
         .await;
         replica
@@ -287,30 +285,21 @@ impl RedisSentinel {
             .spawn()
             .expect("start redis-server --sentinel");
         let master_port = master.port().to_string();
-        eventually(
-            Duration::from_secs(30),
+        answers(
+            port,
+            &MASTER_OF_CALLS,
+            &master_port,
             "the sentinel to name the master",
-            || {
-                let master_port = master_port.clone();
-                async move {
-                    let answer = cli(port, &["SENTINEL", "get-master-addr-by-name", "calls"]).await;
-                    answer.contains(&master_port).then_some(())
-                }
-            },
         )
         .await;
         if let Some(replica) = &replica {
             let replica_port = replica.port().to_string();
-            eventually(
-                Duration::from_secs(30),
+            let replicas = ["SENTINEL", "replicas", "calls"];
+            answers(
+                port,
+                &replicas,
+                &replica_port,
                 "the sentinel to know the replica",
-                || {
-                    let replica_port = replica_port.clone();
-                    async move {
-                        let answer = cli(port, &["SENTINEL", "replicas", "calls"]).await;
-                        answer.contains(&replica_port).then_some(())
-                    }
-                },
             )
             .await;
         }
@@ -335,25 +324,25 @@ impl RedisSentinel {
         let acknowledged = cli(self.master.port(), &["WAIT", "1", "5000"]).await;
         assert_eq!(acknowledged.trim(), "1", "the replica has every write");
         self.master.kill().await;
-        let port = self.port;
-        eventually(
-            Duration::from_secs(30),
-            "the sentinel to promote the replica",
-            || {
-                let replica_port = replica_port.clone();
-                async move {
-                    let answer = cli(port, &["SENTINEL", "get-master-addr-by-name", "calls"]).await;
-                    answer.contains(&replica_port).then_some(())
-                }
-            },
-        )
-        .await;
+        let promoted = "the sentinel to promote the replica";
+        answers(self.port, &MASTER_OF_CALLS, &replica_port, promoted).await;
     }
 
     /// `redis+sentinel://127.0.0.1:<sentinel port>/calls`.
     pub fn url(&self) -> String {
         format!("redis+sentinel://127.0.0.1:{}/calls", self.port)
     }
+}
+
+/// Asks the Sentinel which server is the master of `calls`.
+const MASTER_OF_CALLS: [&str; 3] = ["SENTINEL", "get-master-addr-by-name", "calls"];
+
+/// Waits until the server on `port` answers `args` with something containing `expected`.
+async fn answers(port: u16, args: &[&str], expected: &str, what: &str) {
+    eventually(Duration::from_secs(30), what, || async move {
+        cli(port, args).await.contains(expected).then_some(())
+    })
+    .await;
 }
 
 fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
