@@ -9,8 +9,9 @@
 //! otherwise the rule runs again on what another replica wrote. The rule stays in Rust (tested
 //! without Redis) and Redis settles who was first, atomically, on one key. The version is
 //! unique per write (the writer's random prefix and its count) rather than a counter kept in the
-//! record, so a record deleted and re-created in between can never be mistaken for the one read. MULTI/WATCH would do the same but needs a connection
-//! per transaction; a script runs on the shared multiplexed connection.
+//! record, so a record deleted and re-created in between can never be mistaken for the one
+//! read. MULTI/WATCH would do the same but needs a connection per transaction; a script runs on
+//! the shared multiplexed connection.
 //!
 //! **Deliveries** go to a Redis Stream per gateway instance (`sig:gw:{<gateway>}:inbox`), read
 //! by the one replica the gateway chose as its reader and forwarded on its stream, each with
@@ -269,13 +270,14 @@ impl RedisDirectory {
             .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
         let started = Instant::now();
         let outcome = command.instrument(span).await;
+        let finished = Instant::now();
         self.metrics
-            .store(operation, started.elapsed(), outcome.is_ok());
+            .store(operation, finished - started, outcome.is_ok());
         match outcome {
             Ok(value) => {
                 let mut health = lock(&self.health);
                 health.failing = None;
-                health.succeeded = Instant::now();
+                health.succeeded = finished;
                 Ok(value)
             }
             Err(error) => {
