@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    signaling::cli::Args::parse_and_run().await
+fn main() -> anyhow::Result<()> {
+    signaling::cli::Args::parse_and_run()
 }
