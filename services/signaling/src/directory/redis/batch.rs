@@ -4,13 +4,19 @@
 //! rather than two of their own; when idle, a command goes at once, alone.
 //!
 //! Batches keep the order commands were issued in, and a command's reply is its own, errors
-//! included (a failed command does not fail the others of its batch). Not for Redis Cluster,
-//! where one batch may span hash slots: its connection routes each command itself.
+//! included (a failed command does not fail the others of its batch). The task that makes the
+//! batches owns the socket: commands are packed by their issuers, written in one go and their
+//! replies parsed where they land (`super::socket`), with no task or channel between. A socket
+//! that fails is dropped, and the next batch opens another (through a Sentinel: to whichever
+//! server is master then). Not for Redis Cluster, where one batch may span hash slots: its
+//! connection routes each command itself.
+
+use std::time::Duration;
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value, aio::ConnectionLike};
 use tokio::sync::{mpsc, oneshot};
 
-use super::connection::Conn;
+use super::{connection::Connector, socket::Socket};
 
 /// The most requests (commands or pipelines) in one batch.
 const MAX_BATCH: usize = 512;
@@ -25,52 +31,53 @@ pub struct Batched {
     db: i64,
 }
 
-/// One issuer's commands, answered together.
+/// One issuer's commands, packed, answered together.
 struct Request {
-    commands: Vec<Cmd>,
+    packed: Vec<u8>,
+    count: usize,
     reply: oneshot::Sender<RedisResult<Vec<Value>>>,
 }
 
 impl Batched {
-    /// Batches the commands sent over `conn` (which must not be a cluster connection).
-    pub fn new(conn: Conn) -> Self {
+    /// Batches commands to the server `connector` reaches; each batch must be answered within
+    /// `timeout`.
+    pub fn new(connector: Connector, timeout: Duration) -> Self {
         let (requests, receiver) = mpsc::channel(QUEUE);
-        let db = conn.get_db();
-        tokio::spawn(drive(conn, receiver));
+        let db = connector.db();
+        tokio::spawn(drive(connector, timeout, receiver));
         Self { requests, db }
     }
 
-    async fn send(&self, commands: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+    async fn send(&self, packed: Vec<u8>, count: usize) -> RedisResult<Vec<Value>> {
         let (reply, answer) = oneshot::channel();
-        let request = Request { commands, reply };
+        let request = Request {
+            packed,
+            count,
+            reply,
+        };
         self.requests.send(request).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
 /// Sends one batch at a time: what arrives meanwhile waits for the next.
-async fn drive(mut conn: Conn, mut requests: mpsc::Receiver<Request>) {
+async fn drive(connector: Connector, timeout: Duration, mut requests: mpsc::Receiver<Request>) {
+    let mut socket: Option<Socket> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut packed = Vec::new();
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
-        let mut counts = Vec::with_capacity(batch.len());
-        for request in &mut batch {
-            counts.push(request.commands.len());
-            for command in request.commands.drain(..) {
-                pipe.add_command(command);
-            }
+        packed.clear();
+        let mut count = 0;
+        for request in &batch {
+            packed.extend_from_slice(&request.packed);
+            count += request.count;
         }
-        match conn.req_packed_commands(&pipe, 0, pipe.len()).await {
+        match exchange(&connector, &mut socket, &packed, count, timeout).await {
             Ok(values) => {
                 let mut values = values.into_iter();
-                for (request, count) in batch.drain(..).zip(counts) {
-                    let replies: Vec<Value> = values.by_ref().take(count).collect();
-                    let answer = if replies.len() == count {
-                        Ok(replies)
-                    } else {
-                        Err(short())
-                    };
-                    let _ = request.reply.send(answer);
+                for request in batch.drain(..) {
+                    let replies: Vec<Value> = values.by_ref().take(request.count).collect();
+                    let _ = request.reply.send(Ok(replies));
                 }
             }
             Err(error) => {
@@ -82,10 +89,29 @@ async fn drive(mut conn: Conn, mut requests: mpsc::Receiver<Request>) {
     }
 }
 
+/// One batch over the socket, opened first if there is none; a socket that fails is dropped.
+async fn exchange(
+    connector: &Connector,
+    socket: &mut Option<Socket>,
+    packed: &[u8],
+    count: usize,
+    timeout: Duration,
+) -> RedisResult<Vec<Value>> {
+    let live = match socket {
+        Some(live) => live,
+        None => socket.insert(connector.open().await?),
+    };
+    let replies = live.exchange(packed, count, timeout).await;
+    if replies.is_err() {
+        *socket = None;
+    }
+    replies
+}
+
 impl ConnectionLike for Batched {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut replies = self.send(vec![cmd.clone()]).await?;
+            let mut replies = self.send(cmd.get_packed_command(), 1).await?;
             replies.pop().ok_or_else(short)
         })
     }
@@ -104,7 +130,9 @@ impl ConnectionLike for Batched {
                     "a transaction cannot be batched",
                 )));
             }
-            let replies = self.send(pipeline.cmd_iter().cloned().collect()).await?;
+            let replies = self
+                .send(pipeline.get_packed_pipeline(), pipeline.len())
+                .await?;
             Ok(replies.into_iter().skip(offset).take(count).collect())
         })
     }
@@ -134,7 +162,7 @@ mod tests {
     use testkit::redis::Redis;
 
     use super::*;
-    use crate::directory::redis::connection::{Backend, StoreUrl};
+    use crate::directory::redis::connection::{Backend, Conn, StoreUrl};
 
     async fn batched(redis: &Redis) -> Conn {
         let url: StoreUrl = redis.url().parse().expect("a redis url");

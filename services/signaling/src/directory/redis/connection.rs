@@ -5,18 +5,18 @@
 //! command queued behind it on its connection.
 //! (Over 300 lines with its URL tests.)
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redis::{
-    Cmd, Pipeline, RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value,
+    aio::ConnectionLike,
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
     sentinel::{SentinelClient, SentinelServerType},
 };
 use tokio::sync::Mutex;
 
-use super::batch::Batched;
+use super::{batch::Batched, socket::Socket};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -129,15 +129,49 @@ impl std::str::FromStr for StoreUrl {
 
 /// Makes connections to the store.
 pub enum Backend {
-    Single(redis::Client),
-    Sentinel(Mutex<SentinelClient>),
-    Cluster(ClusterClient),
+    /// One server, or a Sentinel's master: batching connections.
+    Batching(Connector),
+    Cluster(Box<ClusterClient>),
+}
+
+/// Opens sockets to one server: the one a URL names, or whichever a Sentinel says is master
+/// when the socket is opened.
+#[derive(Clone)]
+pub enum Connector {
+    Server(ConnectionInfo),
+    Sentinel {
+        sentinel: Arc<Mutex<SentinelClient>>,
+        db: i64,
+    },
+}
+
+impl Connector {
+    pub async fn open(&self) -> RedisResult<Socket> {
+        match self {
+            Connector::Server(info) => Socket::connect(info, CONNECT_TIMEOUT).await,
+            Connector::Sentinel { sentinel, .. } => {
+                // Asked again on every socket: after a failover, the new master.
+                let client = sentinel.lock().await.async_get_client().await?;
+                Socket::connect(client.get_connection_info(), CONNECT_TIMEOUT).await
+            }
+        }
+    }
+
+    /// The database the sockets select.
+    pub fn db(&self) -> i64 {
+        match self {
+            Connector::Server(info) => info.redis_settings().db(),
+            Connector::Sentinel { db, .. } => *db,
+        }
+    }
 }
 
 impl Backend {
     pub fn new(url: &StoreUrl) -> RedisResult<Self> {
         Ok(match url {
-            StoreUrl::Single(url) => Backend::Single(redis::Client::open(url.as_str())?),
+            StoreUrl::Single(url) => {
+                Backend::Batching(Connector::Server(url.as_str().into_connection_info()?))
+            }
             StoreUrl::Sentinel {
                 sentinels,
                 master,
@@ -158,12 +192,16 @@ impl Backend {
                     .iter()
                     .map(|host| format!("redis://{host}"))
                     .collect::<Vec<_>>();
-                Backend::Sentinel(Mutex::new(SentinelClient::build(
+                let sentinel = SentinelClient::build(
                     sentinels,
                     master.clone(),
                     Some(node),
                     SentinelServerType::Master,
-                )?))
+                )?;
+                Backend::Batching(Connector::Sentinel {
+                    sentinel: Arc::new(Mutex::new(sentinel)),
+                    db: *db,
+                })
             }
             StoreUrl::Cluster {
                 nodes,
@@ -181,7 +219,7 @@ impl Backend {
                 if let Some(password) = password {
                     builder = builder.password(password);
                 }
-                Backend::Cluster(builder.build()?)
+                Backend::Cluster(Box::new(builder.build()?))
             }
         })
     }
@@ -191,24 +229,10 @@ impl Backend {
     pub async fn connect(&self, block: Option<Duration>) -> RedisResult<Conn> {
         let timeout = block.map_or(RESPONSE_TIMEOUT, |b| b + RESPONSE_TIMEOUT);
         match self {
-            Backend::Single(client) if block.is_none() => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                let managed = ConnectionManager::new_with_config(client.clone(), config).await?;
-                Ok(Conn::Batched(Batched::new(Conn::Managed(managed))))
-            }
-            Backend::Single(client) => Ok(Conn::Plain(multiplexed(client, Some(timeout)).await?)),
-            Backend::Sentinel(sentinel) => {
-                // Asked again on every connection: after a failover, the new master.
-                let client = sentinel.lock().await.async_get_client().await?;
-                let plain = Conn::Plain(multiplexed(&client, Some(timeout)).await?);
-                Ok(match block {
-                    None => Conn::Batched(Batched::new(plain)),
-                    Some(_) => plain,
-                })
+            Backend::Batching(connector) => {
+                // Reachable now, or not at all: a first connection must succeed.
+                drop(connector.open().await?);
+                Ok(Conn::Batched(Batched::new(connector.clone(), timeout)))
             }
             Backend::Cluster(cluster) => {
                 let config = redis::cluster::ClusterConfig::new()
@@ -220,40 +244,19 @@ impl Backend {
             }
         }
     }
-
-    /// Whether the connections reconnect by themselves (otherwise a failed one is replaced).
-    pub fn self_healing(&self) -> bool {
-        !matches!(self, Backend::Sentinel(_))
-    }
 }
 
-async fn multiplexed(
-    client: &redis::Client,
-    timeout: Option<Duration>,
-) -> RedisResult<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(timeout);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-}
-
-/// A connection of any kind.
+/// A connection of either kind.
 #[derive(Clone)]
 pub enum Conn {
-    Managed(ConnectionManager),
-    Plain(MultiplexedConnection),
     Cluster(ClusterConnection),
-    /// The shared connection to one server: its commands go in batches.
+    /// To one server: its commands go in batches.
     Batched(Batched),
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Managed(c) => c.req_packed_command(cmd),
-            Conn::Plain(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
             Conn::Batched(c) => c.req_packed_command(cmd),
         }
@@ -266,8 +269,6 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Batched(c) => c.req_packed_commands(pipeline, offset, count),
         }
@@ -275,8 +276,6 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Managed(c) => c.get_db(),
-            Conn::Plain(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
             Conn::Batched(c) => c.get_db(),
         }

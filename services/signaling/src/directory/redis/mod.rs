@@ -11,7 +11,7 @@
 //! unique per write (the writer's random prefix and its count) rather than a counter kept in the
 //! record, so a record deleted and re-created in between can never be mistaken for the one
 //! read. MULTI/WATCH would do the same but needs a connection per transaction; a script runs on
-//! the shared multiplexed connection.
+//! the shared batching connection.
 //!
 //! **Deliveries** go to a Redis Stream per gateway instance (`sig:gw:{<gateway>}:inbox`), read
 //! by the one replica the gateway chose as its reader and forwarded on its stream, each with
@@ -38,6 +38,8 @@ mod connection;
 mod housekeeping;
 mod inbox;
 mod records;
+mod resp;
+mod socket;
 
 use std::{
     collections::HashMap,
@@ -170,25 +172,24 @@ impl Health {
         }
     }
 
-    /// Whether to replace the shared connection after a failed command: one whose connection
-    /// failed, when it does not reconnect by itself (Sentinel); or one that has answered
-    /// nothing for twice the response timeout, whatever its kind. A connection can stay open
-    /// and stop answering: seen under an overload, where every later command timed out long
-    /// after Redis was idle again, and the managed connections reconnect only once theirs
-    /// closes. At most once per response timeout, however many commands fail meanwhile.
-    fn replace_after(&mut self, error: &redis::RedisError, self_healing: bool) -> bool {
+    /// Whether to replace the shared connection after a failed command: one that has answered
+    /// nothing for twice the response timeout. A connection can stay open and stop answering:
+    /// seen under an overload, where every later command timed out long after Redis was idle
+    /// again, on connections that reconnect only once theirs closes. (A batching connection
+    /// drops a socket whose batch timed out; a Cluster's is replaced.) At most once per response
+    /// timeout, however many commands fail meanwhile.
+    fn replace_after(&mut self, error: &redis::RedisError) -> bool {
         let now = Instant::now();
         let recently = |at: Instant| now.duration_since(at) < connection::RESPONSE_TIMEOUT;
         if self.replaced.is_some_and(recently) {
             return false;
         }
-        let broken = !self_healing && (error.is_io_error() || error.is_timeout());
         let silent = error.is_timeout()
             && now.duration_since(self.succeeded) >= connection::RESPONSE_TIMEOUT * 2;
-        if broken || silent {
+        if silent {
             self.replaced = Some(now);
         }
-        broken || silent
+        silent
     }
 }
 
@@ -285,7 +286,7 @@ impl RedisDirectory {
                 let replace = {
                     let mut health = lock(&self.health);
                     health.failing = Some(problem.clone());
-                    health.replace_after(&error, self.backend.self_healing())
+                    health.replace_after(&error)
                 };
                 if replace {
                     tracing::warn!(error = %problem, "replacing the connection to the store");
@@ -429,32 +430,28 @@ mod tests {
     fn a_connection_that_has_answered_nothing_for_a_while_is_replaced_once_per_timeout() {
         let mut health = Health::new();
         assert!(
-            !health.replace_after(&timed_out(), true),
+            !health.replace_after(&timed_out()),
             "a timeout right after a success is load, not a dead connection"
         );
         health.succeeded = Instant::now() - connection::RESPONSE_TIMEOUT * 2;
-        assert!(health.replace_after(&timed_out(), true));
+        assert!(health.replace_after(&timed_out()));
         assert!(
-            !health.replace_after(&timed_out(), true),
+            !health.replace_after(&timed_out()),
             "the commands failing meanwhile do not replace it again"
         );
         health.replaced = Some(Instant::now() - connection::RESPONSE_TIMEOUT);
-        assert!(health.replace_after(&timed_out(), true));
+        assert!(health.replace_after(&timed_out()));
     }
 
     #[test]
-    fn a_connection_that_does_not_reconnect_by_itself_is_replaced_on_its_first_failure() {
+    fn an_answer_even_an_error_never_replaces_the_connection() {
         let mut health = Health::new();
-        assert!(health.replace_after(&timed_out(), false));
+        health.succeeded = Instant::now() - connection::RESPONSE_TIMEOUT * 2;
         let refused: redis::RedisError = (
             redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
             "WRONGTYPE",
         )
             .into();
-        health.replaced = None;
-        assert!(
-            !health.replace_after(&refused, false),
-            "an answer, even an error, is not a broken connection"
-        );
+        assert!(!health.replace_after(&refused));
     }
 }
