@@ -3,8 +3,9 @@
 //! - `ice`: ice-config alone, over gRPC and over REST, beside a health check on the same server;
 //! - `throughput`: the call path (browsers over WebSocket -> gateway -> signaling -> gateway)
 //!   with 4 KB SDPs and 10 candidates per side per call, one signaling in memory;
-//! - `replicas`: the same through 2 gateways x 2 signaling replicas on Redis, as a ratio to the
-//!   `throughput` run and to one replica in memory behind the same 2 gateways;
+//! - `replicas`: the same through 2 gateways x 2 signaling replicas on Redis, as a ratio to one
+//!   replica in memory and to one in memory behind the same 2 gateways, in `--rounds` rounds
+//!   of the three (the median is the figure);
 //! - `equal-load`: the three call paths of `throughput` and `replicas` at fixed rates of messages
 //!   (`--rates`), below what the slowest delivers: CPU per message at the same load, where the
 //!   saturated runs compare each path at its own throughput (and its own batching);
@@ -17,7 +18,7 @@
 //!
 //!     cargo build --release --workspace --bins && ./target/release/bench [--quick]
 //!         [--phases=ice,throughput,replicas,equal-load,latency,sessions,sessions-redis,storm]
-//!         [--pairs=200 --seconds=10 --rates=10000,20000,40000 …]
+//!         [--pairs=200 --seconds=10 --rounds=3 --rates=10000,20000,40000 …]
 //!
 //! The load generator shares the machine's cores with the servers, so server CPU is measured
 //! from /proc (user + system time of the server processes), not inferred from wall time.
@@ -38,6 +39,8 @@ struct Options {
     phases: Vec<String>,
     pairs: usize,
     seconds: u64,
+    /// Rounds of the `replicas` comparison.
+    rounds: usize,
     /// Messages/s in all, for `equal-load`: one run of each call path per rate.
     rates: Vec<u64>,
     light_pairs: usize,
@@ -72,6 +75,7 @@ impl Options {
             phases,
             pairs: arg("pairs", 200, 50) as usize,
             seconds: arg("seconds", 10, 3),
+            rounds: arg("rounds", 3, 1).max(1) as usize,
             rates: args
                 .iter()
                 .find_map(|a| a.strip_prefix("--rates="))
@@ -124,42 +128,67 @@ async fn main() {
         ice::throughput(&single, pid, options.ice_seconds, options.ice_concurrency).await;
     }
 
-    let mut in_memory = None;
     if options.runs("throughput") {
         println!(
             "== throughput: {} pairs calling back to back for {}s, one signaling in memory",
             options.pairs, options.seconds
         );
-        in_memory = Some(calls::throughput(&single, &options, None, &sdp, epoch, "t").await);
+        calls::throughput(&single, &options, None, &sdp, epoch, "t").await;
     }
 
     if options.runs("replicas") {
-        // The same shape in memory first: what the store and the second replica cost, apart
-        // from what splitting each call over two gateways costs.
-        println!(
-            "== throughput: {} pairs, 2 gateways x 1 signaling in memory (caller and callee on different gateways)",
-            options.pairs
-        );
+        // Rounds of the three call paths back to back: the machine's speed drifts (the in-memory
+        // run most, its load generator sharing the cores), and within a round the drift falls on
+        // all three. The median of the rounds' ratios is the figure.
         let split = Topology::mesh(Store::Memory, 2, 1, &static_config(3478), flags()).await;
-        let two_gateways = calls::throughput(&split, &options, None, &sdp, epoch, "g").await;
-        drop(split);
-        println!(
-            "== throughput: {} pairs, 2 gateways x 2 signaling replicas on Redis (caller and callee on different gateways and replicas)",
-            options.pairs
-        );
         let replicas = Topology::start(Store::Redis, &static_config(3478), flags()).await;
-        let shared = calls::throughput(&replicas, &options, None, &sdp, epoch, "r").await;
-        let ratio = |label: &str, baseline: &calls::Throughput| {
+        let (mut to_one, mut to_two) = (Vec::new(), Vec::new());
+        for round in 0..options.rounds {
             println!(
-                "ratio to {label}: {:.2}x the CPU per delivered message, {:.2}x the messages/s",
-                shared.cpu_per_message / baseline.cpu_per_message,
-                shared.per_second / baseline.per_second
+                "== replicas, round {} of {}: {} pairs calling back to back for {}s on each call path",
+                round + 1,
+                options.rounds,
+                options.pairs,
+                options.seconds
             );
-        };
-        if let Some(in_memory) = &in_memory {
-            ratio("one replica in memory", in_memory);
+            // Each round its own names: the pairs of a round stay registered.
+            let prefix = |path: char| format!("{path}{round}-");
+            println!("-- one signaling in memory");
+            let alone = calls::throughput(&single, &options, None, &sdp, epoch, &prefix('m')).await;
+            // The same shape in memory: what the store and the second replica cost, apart from
+            // what splitting each call over two gateways costs.
+            println!(
+                "-- 2 gateways x 1 signaling in memory (caller and callee on different gateways)"
+            );
+            let two_gateways =
+                calls::throughput(&split, &options, None, &sdp, epoch, &prefix('g')).await;
+            println!(
+                "-- 2 gateways x 2 signaling replicas on Redis (caller and callee on different gateways and replicas)"
+            );
+            let shared =
+                calls::throughput(&replicas, &options, None, &sdp, epoch, &prefix('r')).await;
+            for (label, baseline, ratios) in [
+                ("one replica in memory", &alone, &mut to_one),
+                (
+                    "one replica in memory, same 2 gateways",
+                    &two_gateways,
+                    &mut to_two,
+                ),
+            ] {
+                let ratio = shared.cpu_per_message / baseline.cpu_per_message;
+                println!(
+                    "ratio to {label}: {ratio:.2}x the CPU per delivered message, {:.2}x the messages/s",
+                    shared.per_second / baseline.per_second
+                );
+                ratios.push(ratio);
+            }
         }
-        ratio("one replica in memory, same 2 gateways", &two_gateways);
+        println!(
+            "== replicas: median over {} rounds: {:.2}x the CPU per delivered message of one replica in memory, {:.2}x of one in memory behind the same 2 gateways",
+            options.rounds,
+            median(&mut to_one),
+            median(&mut to_two)
+        );
     }
 
     if options.runs("equal-load") {
@@ -211,4 +240,13 @@ async fn main() {
     if options.runs("storm") {
         sessions::storm(&options).await;
     }
+}
+
+/// The median of `values` (the lower middle one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values
+        .get(values.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
