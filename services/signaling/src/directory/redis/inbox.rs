@@ -98,7 +98,9 @@ impl RedisDirectory {
                 }
             };
             delay = Duration::from_millis(100);
+            let mut read = 0;
             for (id, data) in entries(first_stream(reply)) {
+                read += 1;
                 position.clone_from(&id);
                 let Some(data) = data else {
                     continue;
@@ -114,6 +116,17 @@ impl RedisDirectory {
                 tokio::select! {
                     () = inbox.cut.cancelled() => return,
                     sent = inbox.sink.send(inbound) => if sent.is_err() { return },
+                }
+            }
+            // What arrives right after a delivery waits a moment to go with the next ones: one
+            // read (and one wakeup of Redis, this replica and the gateway) for a burst rather
+            // than one each. A delivery after a quiet spell goes at once, to the read blocked
+            // for it; a full batch means more are waiting already.
+            if read > 0 && read < INBOX_BATCH {
+                tokio::select! {
+                    () = inbox.cut.cancelled() => return,
+                    () = self.stop.cancelled() => return,
+                    () = tokio::time::sleep(INBOX_LINGER) => {}
                 }
             }
         }

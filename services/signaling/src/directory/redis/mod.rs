@@ -74,6 +74,9 @@ const INBOX_LENGTH: usize = 10_000;
 const INBOX_BLOCK: Duration = Duration::from_secs(1);
 /// Deliveries read at once.
 const INBOX_BATCH: usize = 256;
+/// How long a read that found deliveries waits before the next one (tokio's timer rounds it
+/// up to its millisecond).
+const INBOX_LINGER: Duration = Duration::from_micros(500);
 /// How often a compare-and-set may lose before the change gives up.
 const CAS_ATTEMPTS: usize = 32;
 /// Commands under way at once on the shared connection. A burst (a gateway's browsers all
