@@ -132,6 +132,21 @@ impl Redis {
         }
     }
 
+    /// Each key matching `pattern` with its time to live in milliseconds (`-1`: none).
+    pub async fn ttls(&self, pattern: &str) -> Vec<(String, i64)> {
+        let scanned = cli(self.port, &["--scan", "--pattern", pattern]).await;
+        let mut ttls = Vec::new();
+        for key in scanned.lines().filter(|k| !k.is_empty()) {
+            let ttl = cli(self.port, &["PTTL", key])
+                .await
+                .trim()
+                .parse()
+                .unwrap_or(-2);
+            ttls.push((key.to_owned(), ttl));
+        }
+        ttls
+    }
+
     /// The number of keys in the server.
     pub async fn keys(&self) -> usize {
         cli(self.port, &["DBSIZE"])

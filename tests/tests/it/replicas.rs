@@ -253,3 +253,55 @@ on_shared_stores!(
     one_name_claimed_at_once_everywhere_goes_to_exactly_one,
     callers_ringing_one_callee_at_once_one_rings_and_the_rest_are_busy,
 );
+
+/// Every key of a user or of a gateway expires: records of live sessions, their gateway's sets
+/// and inbox within the lease (renewed while the gateway lives), an away user's record with
+/// its grace period. A record changed while its user stays live keeps the lease it had.
+#[tokio::test]
+async fn every_key_of_a_user_or_a_gateway_expires_with_its_lease_or_grace_period() {
+    const LEASE_MS: i64 = 3_600_000;
+    let t = topology(Store::Redis).await;
+    let (mut alice, mut bob) = (t.browser().await, t.browser().await);
+    alice.register_ok("alice").await;
+    bob.register_ok("bob").await;
+    let (accepted, _) = alice.call_answered("alice", &mut bob, "bob").await;
+    assert_eq!(accepted["response"], "accepted", "{accepted}");
+    alice
+        .send(json!({"id": "onIceCandidate", "candidate": {"candidate": "c1"}}))
+        .await;
+    bob.expect("iceCandidate").await;
+    alice.send(json!({"id": "stop"})).await;
+    bob.expect("stopCommunication").await;
+    let mut carol = t.browser().await;
+    carol.register_ok("carol").await;
+    carol.close().await;
+    let redis = t.redis.as_ref().expect("a Redis topology");
+    // Carol's record goes away with her grace period (10s by default, a minute's slack).
+    let carol_ttl = testkit::eventually(Duration::from_secs(10), "carol away", || async {
+        let ttls = redis.ttls("sig:u:{carol}").await;
+        ttls.first()
+            .map(|(_, ttl)| *ttl)
+            .filter(|ttl| (0..=70_000).contains(ttl))
+    })
+    .await;
+    assert!(carol_ttl > 0);
+    let ttls = redis.ttls("sig:*").await;
+    let scoped: Vec<_> = ttls
+        .iter()
+        .filter(|(key, _)| key.starts_with("sig:u:") || key.starts_with("sig:gw:"))
+        .collect();
+    for user in ["alice", "bob", "carol"] {
+        let key = format!("sig:u:{{{user}}}");
+        assert!(scoped.iter().any(|(k, _)| *k == key), "{key} in {ttls:?}");
+    }
+    assert!(
+        scoped.iter().any(|(k, _)| k.ends_with(":inbox")),
+        "the gateways' inboxes: {ttls:?}"
+    );
+    for (key, ttl) in scoped {
+        assert!(
+            (1..=LEASE_MS).contains(ttl),
+            "{key} expires within the lease: {ttl} ms"
+        );
+    }
+}

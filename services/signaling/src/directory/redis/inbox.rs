@@ -63,6 +63,10 @@ impl RedisDirectory {
         let mut position = from;
         let mut conn: Option<Conn> = None;
         let mut delay = Duration::from_millis(100);
+        // The first delivery creates the stream, without a time to live: it gets the lease
+        // once it is seen to exist (then renewed with the gateway's other keys), so an inbox
+        // never outlives everything that knew its gateway.
+        let mut leased = false;
         loop {
             if inbox.cut.is_cancelled() || self.stop.is_cancelled() {
                 return;
@@ -122,6 +126,9 @@ impl RedisDirectory {
             // read (and one wakeup of Redis, this replica and the gateway) for a burst rather
             // than one each. A delivery after a quiet spell goes at once, to the read blocked
             // for it; a full batch means more are waiting already.
+            if read > 0 && !leased {
+                leased = self.lease(&key).await.is_ok();
+            }
             if read > 0 && read < INBOX_BATCH {
                 tokio::select! {
                     () = inbox.cut.cancelled() => return,
@@ -130,6 +137,14 @@ impl RedisDirectory {
                 }
             }
         }
+    }
+
+    async fn lease(&self, key: &str) -> Result<()> {
+        let mut conn = self.conn();
+        self.run("PEXPIRE", async {
+            conn.pexpire::<_, ()>(key, millis(LEASE) as i64).await
+        })
+        .await
     }
 
     pub(super) async fn pause(&self, cut: &CancellationToken, delay: &mut Duration) {

@@ -107,7 +107,8 @@ fn received_key(gateway: GatewayId) -> String {
 
 /// Writes the record if its version is still the one read (`""`: absent), with its route (`r`:
 /// where the user is reached for its call, for relaying candidates without decoding the
-/// record). `ARGV[2]` empty deletes it.
+/// record), and its time to live unless `ARGV[4]` is empty (it keeps the one it has). `ARGV[2]`
+/// empty deletes it.
 const CAS: &str = r#"
 local current = redis.call('HGET', KEYS[1], 'v') or ''
 if current ~= ARGV[1] then return 0 end
@@ -115,7 +116,7 @@ if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[2], 'r', ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  if ARGV[4] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 end
 return 1
 "#;

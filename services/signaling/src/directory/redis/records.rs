@@ -26,11 +26,13 @@ impl RedisDirectory {
         Ok((version.unwrap_or_default(), record))
     }
 
-    /// Writes `record` (or deletes it) if `name`'s record is still at `version`.
+    /// Writes `record` (or deletes it) if `name`'s record is still at `version` (`was`, as
+    /// read there).
     pub(super) async fn compare_and_set(
         &self,
         name: &Name,
         version: &str,
+        was: Option<&UserRecord>,
         record: Option<&UserRecord>,
     ) -> Result<bool> {
         let data = match record {
@@ -38,13 +40,19 @@ impl RedisDirectory {
                 .map_err(|error| StoreError::Unavailable(error.to_string()))?,
             None => Vec::new(),
         };
-        // A live session's record is renewed by its gateway's reader; an away user's record
-        // lives out its grace period.
+        // A live session's record is renewed by its gateway's reader, so one that stays live
+        // keeps the lease it has (`""`: no PEXPIRE); an away user's record lives out its grace
+        // period.
+        let live = |r: &UserRecord| r.away_until.is_none();
         let ttl = match record.and_then(|r| r.away_until) {
-            Some(until) => until
-                .saturating_since(Timestamp::now())
-                .saturating_add(AWAY_SLACK),
-            None => LEASE,
+            _ if was.is_some_and(live) && record.is_some_and(live) => String::new(),
+            Some(until) => millis(
+                until
+                    .saturating_since(Timestamp::now())
+                    .saturating_add(AWAY_SLACK),
+            )
+            .to_string(),
+            None => millis(LEASE).to_string(),
         };
         let mut conn = self.conn();
         let written: i64 = self
@@ -55,7 +63,7 @@ impl RedisDirectory {
                     .arg(version)
                     .arg(data)
                     .arg(self.versions.next())
-                    .arg(millis(ttl))
+                    .arg(ttl)
                     .arg(
                         record
                             .and_then(UserRecord::route)
@@ -79,11 +87,11 @@ impl RedisDirectory {
             let written = match change(current.as_ref()) {
                 Change::Keep(value) => return Ok(value),
                 Change::Put(record, value) => self
-                    .compare_and_set(name, &version, Some(&record))
+                    .compare_and_set(name, &version, current.as_ref(), Some(&record))
                     .await?
                     .then_some(value),
                 Change::Delete(value) => self
-                    .compare_and_set(name, &version, None)
+                    .compare_and_set(name, &version, current.as_ref(), None)
                     .await?
                     .then_some(value),
             };
