@@ -39,12 +39,12 @@ struct Request {
 }
 
 impl Batched {
-    /// Batches commands to the server `connector` reaches; each batch must be answered within
-    /// `timeout`.
-    pub fn new(connector: Connector, timeout: Duration) -> Self {
+    /// Batches commands over `socket`, then over the sockets `connector` opens when one
+    /// fails; each batch must be answered within `timeout`.
+    pub fn new(connector: Connector, socket: Socket, timeout: Duration) -> Self {
         let (requests, receiver) = mpsc::channel(QUEUE);
         let db = connector.db();
-        tokio::spawn(drive(connector, timeout, receiver));
+        tokio::spawn(drive(connector, socket, timeout, receiver));
         Self { requests, db }
     }
 
@@ -61,8 +61,13 @@ impl Batched {
 }
 
 /// Sends one batch at a time: what arrives meanwhile waits for the next.
-async fn drive(connector: Connector, timeout: Duration, mut requests: mpsc::Receiver<Request>) {
-    let mut socket: Option<Socket> = None;
+async fn drive(
+    connector: Connector,
+    socket: Socket,
+    timeout: Duration,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    let mut socket = Some(socket);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut packed = Vec::new();
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {

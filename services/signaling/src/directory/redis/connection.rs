@@ -231,8 +231,12 @@ impl Backend {
         match self {
             Backend::Batching(connector) => {
                 // Reachable now, or not at all: a first connection must succeed.
-                drop(connector.open().await?);
-                Ok(Conn::Batched(Batched::new(connector.clone(), timeout)))
+                let socket = connector.open().await?;
+                Ok(Conn::Batched(Batched::new(
+                    connector.clone(),
+                    socket,
+                    timeout,
+                )))
             }
             Backend::Cluster(cluster) => {
                 let config = redis::cluster::ClusterConfig::new()
