@@ -26,7 +26,7 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the store is, from `--redis-url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://`): one server.
+    /// `redis://[user:password@]host:port[/db]`: one server.
     Single(String),
     /// `redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/db]`: the master
     /// Sentinel names, found again after a failover.
@@ -48,8 +48,12 @@ pub enum StoreUrl {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("{0:?} is not a Redis URL (redis://, rediss://, redis+sentinel://, redis+cluster://)")]
+    #[error("{0:?} is not a Redis URL (redis://, redis+sentinel://, redis+cluster://)")]
     Scheme(String),
+    #[error(
+        "{0:?}: TLS to Redis (rediss://) is not supported; reach it over a private network, or through a TLS proxy beside signaling"
+    )]
+    Tls(String),
     #[error("{0:?} names no host")]
     NoHost(String),
     #[error(
@@ -67,7 +71,10 @@ impl std::str::FromStr for StoreUrl {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| UrlError::Scheme(url.to_owned()))?;
-        if matches!(scheme, "redis" | "rediss") {
+        if scheme == "rediss" {
+            return Err(UrlError::Tls(url.to_owned()));
+        }
+        if scheme == "redis" {
             if rest.is_empty() {
                 return Err(UrlError::NoHost(url.to_owned()));
             }
@@ -321,6 +328,10 @@ mod tests {
         assert!(matches!(
             "http://x".parse::<StoreUrl>(),
             Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            "rediss://redis:6380".parse::<StoreUrl>(),
+            Err(UrlError::Tls(_))
         ));
         assert!(matches!(
             "redis+cluster://".parse::<StoreUrl>(),

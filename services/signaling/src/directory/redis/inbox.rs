@@ -122,13 +122,13 @@ impl RedisDirectory {
                     sent = inbox.sink.send(inbound) => if sent.is_err() { return },
                 }
             }
+            if read > 0 && !leased {
+                leased = self.lease(&key).await.is_ok();
+            }
             // What arrives right after a delivery waits a moment to go with the next ones: one
             // read (and one wakeup of Redis, this replica and the gateway) for a burst rather
             // than one each. A delivery after a quiet spell goes at once, to the read blocked
             // for it; a full batch means more are waiting already.
-            if read > 0 && !leased {
-                leased = self.lease(&key).await.is_ok();
-            }
             if read > 0 && read < INBOX_BATCH {
                 tokio::select! {
                     () = inbox.cut.cancelled() => return,
@@ -139,6 +139,7 @@ impl RedisDirectory {
         }
     }
 
+    /// Gives `key` (an inbox) the lease of its gateway's keys.
     async fn lease(&self, key: &str) -> Result<()> {
         let mut conn = self.conn();
         self.run("PEXPIRE", async {

@@ -1,7 +1,8 @@
 //! The directory in Redis, shared by every signaling replica. (This module holds the
 //! connection and the `Directory` impl, which only delegates: records are `records`,
 //! inboxes `inbox`, timers, liveness, leases and the epoch `housekeeping`; commands go to
-//! Redis in batches, `batch`: modules private to this one.)
+//! Redis in batches, `batch`, over a `socket` whose replies `resp` reads: modules private to
+//! this one.)
 //!
 //! **Records** (`sig:u:{<name>}`, a hash of `v` and `d`): each change is an optimistic
 //! compare-and-set. The record is read with its version, the switchboard's pure rule computes
