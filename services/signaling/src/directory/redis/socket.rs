@@ -114,3 +114,40 @@ impl Socket {
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::AsyncCommands;
+    use testkit::redis::{Redis, cli};
+
+    use crate::directory::redis::connection::{Backend, Conn, StoreUrl};
+
+    async fn connect(url: &str) -> redis::RedisResult<Conn> {
+        let url: StoreUrl = url.parse().expect("a redis url");
+        Backend::new(&url).expect("a client").connect(None).await
+    }
+
+    #[tokio::test]
+    async fn signs_in_as_the_urls_user_and_selects_its_database() {
+        let redis = Redis::start().await;
+        let port = redis.port();
+        let user = [
+            "ACL", "SETUSER", "sig", "on", ">s3cret", "~*", "&*", "+@all",
+        ];
+        cli(port, &user).await;
+        cli(port, &["CONFIG", "SET", "requirepass", "topsecret"]).await;
+        let mut third = connect(&format!("redis://sig:s3cret@127.0.0.1:{port}/3"))
+            .await
+            .expect("signed in as sig");
+        let _: () = third.set("k", "v").await.expect("written");
+        let mut first = connect(&format!("redis://:topsecret@127.0.0.1:{port}"))
+            .await
+            .expect("signed in as the default user");
+        let absent: Option<String> = first.get("k").await.expect("read");
+        assert_eq!(absent, None, "the key went to database 3");
+        let present: Option<String> = third.get("k").await.expect("read");
+        assert_eq!(present.as_deref(), Some("v"));
+        let refused = connect(&format!("redis://:wrong@127.0.0.1:{port}")).await;
+        assert!(refused.is_err(), "a wrong password fails the connection");
+    }
+}
