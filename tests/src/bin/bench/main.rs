@@ -151,7 +151,7 @@ async fn main() {
                 options.pairs,
                 options.seconds
             );
-            // Each round its own names: the pairs of a round stay registered.
+            // Each round its own names: the last round's are still held for their grace period.
             let prefix = |path: char| format!("{path}{round}-");
             println!("-- one signaling in memory");
             let alone = calls::throughput(&single, &options, None, &sdp, epoch, &prefix('m')).await;
@@ -200,7 +200,7 @@ async fn main() {
                 "== equal load: {} pairs, {rate:.0} messages/s in all, on each call path",
                 options.pairs
             );
-            // Each round its own names: the pairs of a round stay registered.
+            // Each round its own names: the last round's are still held for their grace period.
             let prefix = |path: char| format!("{path}{round}-");
             println!("-- one signaling in memory");
             let alone =
