@@ -61,6 +61,9 @@ impl<D: Directory> Switchboard<D> {
         let Some(callee) = callee else {
             return Ok(());
         };
+        // The caller's candidates follow at once: they find its leg here rather than in the
+        // store (a cache, checked against the peer's record as ever).
+        self.cache_leg(from, &leg(&callee, Role::Caller));
         let rung = self
             .directory
             .update(&callee, |current| {
@@ -97,11 +100,13 @@ impl<D: Directory> Switchboard<D> {
             Ok(Err(reason)) => (reason, not_found()),
             Err(error) => {
                 // Give the caller's leg back if the store lets us; it goes stale otherwise.
+                self.forget_leg(from);
                 let _ = self.drop_leg(me, id).await;
                 return Err(error);
             }
         };
         // Answered here, without disturbing the callee.
+        self.forget_leg(from);
         self.drop_leg(me, id).await?;
         out.refuse(from, Request::Call, refusal.0, refusal.1);
         Ok(())
@@ -189,6 +194,11 @@ impl<D: Directory> Switchboard<D> {
             out.send(from, stop);
             return Ok(());
         }
+        // As the store has it now, for the callee's candidates that follow.
+        let mut up = leg.clone();
+        up.ringing_until = None;
+        up.flushing = true;
+        self.cache_leg(from, &up);
         let start = Event::StartCommunication {
             call: leg.id,
             negotiation,

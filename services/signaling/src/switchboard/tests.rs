@@ -1315,3 +1315,66 @@ fn a_page_that_cannot_renegotiate_is_never_sent_a_description() {
         )]
     );
 }
+
+/// The caller's leg once it is placed, and the callee's once it answers, are kept for the
+/// candidates that follow (no read of their own records); a refused call keeps none.
+#[test]
+fn a_session_keeps_the_leg_it_just_wrote_for_its_candidates() {
+    let mut w = World::new();
+    w.register(ALICE, "alice");
+    w.register(BOB, "bob");
+    w.register(CAROL, "carol");
+    w.call(ALICE, "bob");
+    let caller = w.board.cached_leg(ALICE).expect("the caller's leg");
+    assert_eq!((caller.peer.as_str(), caller.role), ("bob", Role::Caller));
+    w.answer(BOB, "alice", true);
+    let callee = w.board.cached_leg(BOB).expect("the callee's leg");
+    assert_eq!(
+        (callee.peer.as_str(), callee.role, callee.id),
+        ("alice", Role::Callee, caller.id)
+    );
+    assert_eq!(callee.ringing_until, None, "the call is up");
+    let busy = w.call(CAROL, "bob");
+    assert!(
+        matches!(
+            busy.as_slice(),
+            [Delivery {
+                event: Event::Refused {
+                    reason: Reason::Busy,
+                    ..
+                },
+                ..
+            }]
+        ),
+        "{busy:?}"
+    );
+    assert!(
+        w.board.cached_leg(CAROL).is_none(),
+        "a refused call keeps no leg"
+    );
+    // The kept legs carry candidates straight through, both ways.
+    let out = w.send(ALICE, Command::Candidates(vec!["a1".into()]));
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Delivery {
+                to: BOB,
+                event: Event::Candidate(_),
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let out = w.send(BOB, Command::Candidates(vec!["b1".into()]));
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Delivery {
+                to: ALICE,
+                event: Event::Candidate(_),
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}
