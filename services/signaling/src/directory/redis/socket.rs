@@ -23,8 +23,8 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Connects to the server `info` names, signs in and selects its database, within
-    /// `timeout`.
+    /// Connects to the server `info` names, then signs in and selects its database: each of
+    /// the two within `timeout`.
     pub async fn connect(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Self> {
         let ConnectionAddr::Tcp(host, port) = info.addr() else {
             return Err(RedisError::from((
