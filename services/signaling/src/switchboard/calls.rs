@@ -144,12 +144,15 @@ impl<D: Directory> Switchboard<D> {
                     return Change::Keep(None);
                 };
                 let buffered = std::mem::take(&mut leg.buffered);
-                let answered = (leg.clone(), buffered, record.extensions);
                 if accept {
                     // Up, but the caller's candidates keep being buffered until everything
                     // buffered so far is on its way, after `startCommunication`.
                     leg.ringing_until = None;
                     leg.flushing = true;
+                }
+                // The leg as written (when accepted), for the candidates that follow.
+                let answered = (leg.clone(), buffered, record.extensions);
+                if accept {
                     record.call = Some(leg);
                 }
                 Change::Put(record, Some(answered))
@@ -194,11 +197,7 @@ impl<D: Directory> Switchboard<D> {
             out.send(from, stop);
             return Ok(());
         }
-        // As the store has it now, for the callee's candidates that follow.
-        let mut up = leg.clone();
-        up.ringing_until = None;
-        up.flushing = true;
-        self.cache_leg(from, &up);
+        self.cache_leg(from, &leg);
         let start = Event::StartCommunication {
             call: leg.id,
             negotiation,
